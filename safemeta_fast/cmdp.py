@@ -1,0 +1,511 @@
+"""The validated tabular constrained MDP.
+
+A :class:`CMDP` is frozen: its arrays are float64, C-contiguous and read-only, and it
+is validated once at construction. Inside it keeps a compact successor form of the
+transition kernel (compressed sparse rows over the S*A state-action pairs), which the
+kernels use for rollouts and iterative evaluation, so a large sparse task never needs
+the dense (S, A, S) tensor. ``M.P`` materialises the dense tensor on demand.
+
+Conventions (SPEC section 2): ``P[s, a, s']``, ``r[s, a]``, ``c[s, a, k]``, cost limits
+``cost_limit[k]``, values are discounted sums from ``s_0 ~ nu0``; a policy is feasible
+when ``V_c^k(pi) <= cost_limit[k]`` for every k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["CMDP", "PROB_ATOL"]
+
+#: Absolute tolerance on the sum of a probability row (rows of P and nu0).
+PROB_ATOL = 1e-9
+
+
+# ---------------------------------------------------------------------------
+# validation vocabulary (one place for every check and message)
+# ---------------------------------------------------------------------------
+
+def _as_float_array(name: str, x, ndim: int | tuple[int, ...]) -> np.ndarray:
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be an array of numbers; got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} must be an array of numbers; could not convert: {exc}") from None
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name} must be an array of real numbers; got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real; got complex dtype {arr.dtype}")
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim not in ndims:
+        want = " or ".join(str(d) for d in ndims)
+        raise ValueError(f"{name} must have {want} dimensions; got shape {arr.shape}")
+    return np.array(arr, dtype=np.float64, order="C", copy=True)
+
+
+def _check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...], meaning: str) -> None:
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {meaning} = {shape}; got {arr.shape}")
+
+
+def _check_finite(name: str, arr: np.ndarray) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}{list(idx)} is {arr[idx]}; every entry must be finite")
+
+
+def _check_nonneg(name: str, arr: np.ndarray) -> None:
+    bad = arr < 0
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}{list(idx)} is {arr[idx]!r}; probabilities must be >= 0")
+
+
+def _check_row_sums(name: str, sums: np.ndarray, index_of) -> None:
+    dev = np.abs(sums - 1.0)
+    if (dev > PROB_ATOL).any():
+        i = int(np.argmax(dev))
+        raise ValueError(
+            f"{name}{index_of(i)} sums to {sums[i]!r}; each row must sum to 1 "
+            f"(tolerance {PROB_ATOL:g})"
+        )
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    arr = np.ascontiguousarray(arr)
+    arr.setflags(write=False)
+    return arr
+
+
+def _validate_gamma(gamma) -> float:
+    if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, (int, float, np.integer, np.floating)):
+        if not (isinstance(gamma, np.ndarray) and gamma.ndim == 0):
+            raise TypeError(f"gamma must be a real scalar; got {type(gamma).__name__}")
+    g = float(gamma)
+    if not math.isfinite(g) or g < 0.0 or g >= 1.0:
+        raise ValueError(f"gamma is {g!r}; it must lie in [0, 1)")
+    return g
+
+
+# ---------------------------------------------------------------------------
+# compact successor representation
+# ---------------------------------------------------------------------------
+
+def _csr_from_triplets(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int):
+    """Sort (row, col) pairs, merge duplicates by summing, drop zero entries."""
+    keep = vals != 0.0
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    order = np.lexsort((cols, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    if rows.size:
+        new = np.empty(rows.size, dtype=bool)
+        new[0] = True
+        new[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+        starts = np.flatnonzero(new)
+        vals = np.add.reduceat(vals, starts)
+        rows, cols = rows[starts], cols[starts]
+    counts = np.bincount(rows, minlength=n_rows)
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    return ptr, cols.astype(np.int64), vals.astype(np.float64)
+
+
+def _pad_successor_lists(name_s: str, name_p: str, next_states, probs, n_states: int, n_actions: int):
+    """Nested lists [s][a] -> padded (S, A, m) arrays (padding has probability 0)."""
+    if len(next_states) != n_states or len(probs) != n_states:
+        raise ValueError(
+            f"{name_s} and {name_p} must have one entry per state ({n_states}); "
+            f"got {len(next_states)} and {len(probs)}"
+        )
+    width = 1
+    for s in range(n_states):
+        if len(next_states[s]) != n_actions or len(probs[s]) != n_actions:
+            raise ValueError(
+                f"{name_s}[{s}] and {name_p}[{s}] must have one entry per action ({n_actions}); "
+                f"got {len(next_states[s])} and {len(probs[s])}"
+            )
+        for a in range(n_actions):
+            ns, ps = next_states[s][a], probs[s][a]
+            if len(ns) != len(ps):
+                raise ValueError(
+                    f"{name_s}[{s}][{a}] has {len(ns)} states but {name_p}[{s}][{a}] has "
+                    f"{len(ps)} probabilities; they must match"
+                )
+            width = max(width, len(ns))
+    idx = np.zeros((n_states, n_actions, width), dtype=np.int64)
+    pr = np.zeros((n_states, n_actions, width), dtype=np.float64)
+    for s in range(n_states):
+        for a in range(n_actions):
+            ns, ps = next_states[s][a], probs[s][a]
+            idx[s, a, : len(ns)] = np.asarray(ns, dtype=np.int64) if len(ns) else 0
+            pr[s, a, : len(ps)] = np.asarray(ps, dtype=np.float64) if len(ps) else 0.0
+    return idx, pr
+
+
+# ---------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------
+
+class CMDP:
+    """A validated, frozen tabular constrained MDP.
+
+    Parameters
+    ----------
+    P : array_like, shape (S, A, S)
+        Transition probabilities ``P[s, a, s']``; each row ``P[s, a, :]`` sums to 1
+        (absolute tolerance ``PROB_ATOL`` = 1e-9) and has no negative entry.
+    r : array_like, shape (S, A)
+        Reward per state-action pair.
+    c : array_like, shape (S, A, K) or (S, A)
+        Constraint costs; a 2-D array means a single constraint (K = 1).
+    cost_limit : array_like, shape (K,) or scalar
+        Limits ``b[k]``; a policy is feasible when ``V_c^k(pi) <= b[k]`` for all k.
+    gamma : float
+        Discount factor in [0, 1).
+    nu0 : array_like, shape (S,)
+        Initial state distribution (sums to 1 within 1e-9, no negative entry).
+
+    Attributes
+    ----------
+    P, r, c, cost_limit, gamma, nu0
+        The validated inputs (float64, C-contiguous, read-only); ``c`` is always 3-D.
+    succ_ptr, succ_next, succ_prob : numpy.ndarray
+        Compressed successor rows: for the pair ``i = s * A + a`` the successors are
+        ``succ_next[succ_ptr[i]:succ_ptr[i+1]]`` with probabilities ``succ_prob[...]``
+        (zero entries dropped, duplicates merged, sorted by state).
+    absorbing : numpy.ndarray of bool, shape (S,)
+        States that every action maps to themselves with probability 1 and whose reward
+        and costs do not depend on the action (episodes can be finished in closed form).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> P = np.zeros((2, 1, 2)); P[0, 0, 1] = 1.0; P[1, 0, 1] = 1.0
+    >>> M = CMDP(P, r=[[0.0], [1.0]], c=[[1.0], [0.0]], cost_limit=1.0, gamma=0.5, nu0=[1.0, 0.0])
+    >>> M.n_states, M.n_actions, M.n_constraints
+    (2, 1, 1)
+    """
+
+    __slots__ = (
+        "_P", "r", "c", "cost_limit", "gamma", "nu0",
+        "succ_ptr", "succ_next", "succ_prob", "absorbing", "_frozen",
+    )
+
+    def __init__(self, P, r, c, cost_limit, gamma, nu0):
+        P = _as_float_array("P", P, 3)
+        S, A = P.shape[0], P.shape[1]
+        if S == 0 or A == 0:
+            raise ValueError(f"P has shape {P.shape}; it needs at least one state and one action")
+        _check_shape("P", P, (S, A, S), "(S, A, S)")
+        _check_finite("P", P)
+        _check_nonneg("P", P)
+        sums = P.sum(axis=2).ravel()
+        _check_row_sums("P", sums, lambda i: f"[{i // A}, {i % A}]")
+        rows, cols = np.nonzero(P.reshape(S * A, S))
+        ptr, nxt, prob = _csr_from_triplets(
+            rows.astype(np.int64), cols.astype(np.int64), P.reshape(S * A, S)[rows, cols], S * A
+        )
+        self._init_common(S, A, ptr, nxt, prob, r, c, cost_limit, gamma, nu0, dense=_readonly(P))
+
+    # -- alternative constructors ------------------------------------------------
+
+    @classmethod
+    def from_successors(cls, next_states, probs, r, c, cost_limit, gamma, nu0) -> "CMDP":
+        """Build a CMDP from successor lists, without a dense transition tensor.
+
+        Parameters
+        ----------
+        next_states : array_like of int, shape (S, A, m), or nested sequences [s][a]
+            Successor states of each pair. Padded arrays may repeat states or use any
+            valid index where the probability is 0; repeated states are merged.
+        probs : array_like of float, same layout as ``next_states``
+            Their probabilities; each (s, a) list sums to 1 (tolerance 1e-9).
+        r, c, cost_limit, gamma, nu0
+            As in :class:`CMDP`; ``r`` fixes S and A.
+
+        Examples
+        --------
+        >>> M = CMDP.from_successors([[[1]], [[1]]], [[[1.0]], [[1.0]]], r=[[0.0], [1.0]],
+        ...                          c=[[1.0], [0.0]], cost_limit=1.0, gamma=0.5, nu0=[1.0, 0.0])
+        >>> M.P[0, 0].tolist()
+        [0.0, 1.0]
+        """
+        r_arr = _as_float_array("r", r, 2)
+        S, A = r_arr.shape
+        if S == 0 or A == 0:
+            raise ValueError(f"r has shape {r_arr.shape}; it needs at least one state and one action")
+        try:
+            idx = np.asarray(next_states)
+            regular = idx.dtype != object and idx.ndim == 3
+        except ValueError:  # ragged nested lists
+            regular = False
+        if regular:
+            pr = _as_float_array("probs", probs, 3)
+        else:
+            idx, pr = _pad_successor_lists("next_states", "probs", next_states, probs, S, A)
+        if idx.ndim != 3 or idx.shape[:2] != (S, A):
+            raise ValueError(f"next_states must have shape (S, A, m) = ({S}, {A}, m); got {idx.shape}")
+        if pr.shape != idx.shape:
+            raise ValueError(f"probs must have the shape of next_states {idx.shape}; got {pr.shape}")
+        if not np.issubdtype(idx.dtype, np.integer):
+            if np.issubdtype(idx.dtype, np.floating) and np.all(np.isfinite(idx)) and np.all(idx == np.round(idx)):
+                idx = idx.astype(np.int64)
+            else:
+                raise TypeError(f"next_states must hold integer state indices; got dtype {idx.dtype}")
+        idx = idx.astype(np.int64)
+        _check_finite("probs", pr)
+        _check_nonneg("probs", pr)
+        bad = (pr > 0) & ((idx < 0) | (idx >= S))
+        if bad.any():
+            j = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"next_states{list(j)} is {idx[j]}; state indices must lie in [0, {S})")
+        sums = pr.sum(axis=2).ravel()
+        _check_row_sums("probs", sums, lambda i: f"[{i // A}, {i % A}]")
+        m = idx.shape[2]
+        rows = np.repeat(np.arange(S * A, dtype=np.int64), m)
+        ptr, nxt, prob = _csr_from_triplets(rows, idx.ravel(), pr.ravel(), S * A)
+        obj = cls.__new__(cls)
+        obj._init_common(S, A, ptr, nxt, prob, r_arr, c, cost_limit, gamma, nu0, dense=None)
+        return obj
+
+    @classmethod
+    def from_mdptoolbox(cls, P, R, c, cost_limit, gamma, nu0) -> "CMDP":
+        """Build a CMDP from pymdptoolbox's layout.
+
+        Parameters
+        ----------
+        P : array_like, shape (A, S, S)
+            ``P[a, s, s']`` (pymdptoolbox order: action first).
+        R : array_like, shape (S, A), (S,) or (A, S, S)
+            Reward per pair, per state (same for every action) or per transition
+            ``R[a, s, s']`` (then the expected reward ``sum_s' P R`` is used).
+        c, cost_limit, gamma, nu0
+            As in :class:`CMDP`.
+        """
+        P_arr = _as_float_array("P", P, 3)
+        if P_arr.shape[1] != P_arr.shape[2]:
+            raise ValueError(f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
+        P_sas = np.ascontiguousarray(P_arr.transpose(1, 0, 2))
+        S, A = P_sas.shape[0], P_sas.shape[1]
+        R_arr = _as_float_array("R", R, (1, 2, 3))
+        if R_arr.ndim == 1:
+            _check_shape("R", R_arr, (S,), "(S,)")
+            r = np.repeat(R_arr[:, None], A, axis=1)
+        elif R_arr.ndim == 2:
+            _check_shape("R", R_arr, (S, A), "(S, A)")
+            r = R_arr
+        else:
+            _check_shape("R", R_arr, (A, S, S), "(A, S, S)")
+            r = np.einsum("ast,ast->sa", P_arr, R_arr)
+        return cls(P_sas, r, c, cost_limit, gamma, nu0)
+
+    @classmethod
+    def from_gymnasium(cls, env, c, cost_limit, gamma, nu0=None) -> "CMDP":
+        """Build a CMDP from a gymnasium toy-text transition table.
+
+        Parameters
+        ----------
+        env : gymnasium.Env or dict
+            An environment whose ``env.unwrapped.P`` is the toy-text table
+            ``P[s][a] = [(prob, next_state, reward, terminated), ...]``, or that table.
+        c : array_like, shape (S, A) or (S, A, K)
+            Costs of the original states (gymnasium tables carry no cost).
+        cost_limit, gamma
+            As in :class:`CMDP`.
+        nu0 : array_like, shape (S,), optional
+            Initial distribution; defaults to ``env.unwrapped.initial_state_distrib``.
+
+        Notes
+        -----
+        The reward of a pair is the expected transition reward. A transition flagged
+        ``terminated`` leads to one extra absorbing state (index S) with zero reward
+        and zero cost, so the discounted values equal the episodic returns. The extra
+        state is added only when some transition terminates.
+        """
+        table = env.unwrapped.P if hasattr(env, "unwrapped") else env
+        if not isinstance(table, dict) and not isinstance(table, Sequence):
+            raise TypeError("env must be a gymnasium env with unwrapped.P or a toy-text P table")
+        S = len(table)
+        if S == 0:
+            raise ValueError("the gymnasium table has no states")
+        A = len(table[0])
+        terminal_used = any(
+            bool(t[3]) for s in range(S) for a in range(A) for t in table[s][a]
+        )
+        S_out = S + 1 if terminal_used else S
+        nxt_lists, prob_lists = [], []
+        r = np.zeros((S_out, A))
+        for s in range(S):
+            if len(table[s]) != A:
+                raise ValueError(f"P[{s}] has {len(table[s])} actions; state 0 has {A}")
+            ns_row, p_row = [], []
+            for a in range(A):
+                ns, ps = [], []
+                for prob, s_next, rew, term in table[s][a]:
+                    ns.append(S if term else int(s_next))
+                    ps.append(float(prob))
+                    r[s, a] += float(prob) * float(rew)
+                ns_row.append(ns)
+                p_row.append(ps)
+            nxt_lists.append(ns_row)
+            prob_lists.append(p_row)
+        c_arr = _as_float_array("c", c, (2, 3))
+        if c_arr.shape[:2] != (S, A):
+            raise ValueError(f"c must have shape (S, A[, K]) = ({S}, {A}[, K]); got {c_arr.shape}")
+        if c_arr.ndim == 2:
+            c_arr = c_arr[:, :, None]
+        if nu0 is None:
+            nu0 = getattr(getattr(env, "unwrapped", env), "initial_state_distrib", None)
+            if nu0 is None:
+                raise ValueError("nu0 not given and the env has no initial_state_distrib")
+        nu0_arr = _as_float_array("nu0", nu0, 1)
+        _check_shape("nu0", nu0_arr, (S,), "(S,)")
+        if terminal_used:
+            nxt_lists.append([[S] for _ in range(A)])
+            prob_lists.append([[1.0] for _ in range(A)])
+            c_arr = np.concatenate([c_arr, np.zeros((1, A, c_arr.shape[2]))], axis=0)
+            nu0_arr = np.concatenate([nu0_arr, [0.0]])
+        return cls.from_successors(nxt_lists, prob_lists, r, c_arr, cost_limit, gamma, nu0_arr)
+
+    # -- shared validation and freezing ------------------------------------------
+
+    def _init_common(self, S, A, ptr, nxt, prob, r, c, cost_limit, gamma, nu0, dense):
+        r = _as_float_array("r", r, 2)
+        _check_shape("r", r, (S, A), "(S, A)")
+        _check_finite("r", r)
+        c = _as_float_array("c", c, (2, 3))
+        if c.ndim == 2:
+            c = c[:, :, None].copy()
+        if c.shape[:2] != (S, A):
+            raise ValueError(f"c must have shape (S, A, K) or (S, A) = ({S}, {A}, K); got {c.shape}")
+        K = c.shape[2]
+        if K == 0:
+            raise ValueError(f"c has shape {c.shape}; it needs at least one constraint (K >= 1)")
+        _check_finite("c", c)
+        b = _as_float_array("cost_limit", cost_limit, (0, 1)).reshape(-1)
+        _check_shape("cost_limit", b, (K,), "(K,)")
+        _check_finite("cost_limit", b)
+        g = _validate_gamma(gamma)
+        nu = _as_float_array("nu0", nu0, 1)
+        _check_shape("nu0", nu, (S,), "(S,)")
+        _check_finite("nu0", nu)
+        _check_nonneg("nu0", nu)
+        _check_row_sums("nu0", np.array([nu.sum()]), lambda i: "")
+
+        set_ = object.__setattr__
+        set_(self, "_P", dense)
+        set_(self, "r", _readonly(r))
+        set_(self, "c", _readonly(c))
+        set_(self, "cost_limit", _readonly(b))
+        set_(self, "gamma", g)
+        set_(self, "nu0", _readonly(nu))
+        set_(self, "succ_ptr", _readonly(ptr))
+        set_(self, "succ_next", _readonly(nxt))
+        set_(self, "succ_prob", _readonly(prob))
+        set_(self, "absorbing", _readonly(self._find_absorbing(S, A)))
+        set_(self, "_frozen", True)
+
+    def _find_absorbing(self, S: int, A: int) -> np.ndarray:
+        ptr, nxt, prob = self.succ_ptr, self.succ_next, self.succ_prob
+        counts = np.diff(ptr).reshape(S, A)
+        first = np.minimum(ptr[:-1], max(nxt.size - 1, 0)).reshape(S, A)
+        if nxt.size == 0:
+            return np.zeros(S, dtype=bool)
+        self_loop = (counts == 1) & (nxt[first] == np.arange(S)[:, None]) & (
+            np.abs(prob[first] - 1.0) <= PROB_ATOL
+        )
+        const_r = np.all(self.r == self.r[:, :1], axis=1)
+        const_c = np.all(self.c == self.c[:, :1, :], axis=(1, 2))
+        return np.all(self_loop, axis=1) & const_r & const_c
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"CMDP is frozen; cannot set {name!r} (use M.replace(...))")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"CMDP is frozen; cannot delete {name!r}")
+
+    # -- views -------------------------------------------------------------------
+
+    @property
+    def n_states(self) -> int:
+        """Number of states S."""
+        return self.r.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        """Number of actions A."""
+        return self.r.shape[1]
+
+    @property
+    def n_constraints(self) -> int:
+        """Number of constraints K."""
+        return self.c.shape[2]
+
+    @property
+    def nnz(self) -> int:
+        """Number of non-zero transition entries."""
+        return int(self.succ_next.size)
+
+    @property
+    def P(self) -> np.ndarray:
+        """Dense transition tensor, shape (S, A, S), read-only (materialised on first use)."""
+        if self._P is None:
+            S, A = self.n_states, self.n_actions
+            dense = np.zeros((S * A, S))
+            rows = np.repeat(np.arange(S * A), np.diff(self.succ_ptr))
+            dense[rows, self.succ_next] = self.succ_prob
+            object.__setattr__(self, "_P", _readonly(dense.reshape(S, A, S)))
+        return self._P
+
+    @property
+    def has_dense(self) -> bool:
+        """Whether the dense tensor is already held in memory."""
+        return self._P is not None
+
+    def replace(self, *, r=None, c=None, cost_limit=None, gamma=None, nu0=None) -> "CMDP":
+        """A copy with some of r, c, cost_limit, gamma, nu0 replaced (transitions shared).
+
+        Examples
+        --------
+        >>> M2 = M.replace(cost_limit=[2.0])  # doctest: +SKIP
+        """
+        obj = CMDP.__new__(CMDP)
+        obj._init_common(
+            self.n_states, self.n_actions, self.succ_ptr, self.succ_next, self.succ_prob,
+            self.r if r is None else r,
+            self.c if c is None else c,
+            self.cost_limit if cost_limit is None else cost_limit,
+            self.gamma if gamma is None else gamma,
+            self.nu0 if nu0 is None else nu0,
+            dense=self._P,
+        )
+        return obj
+
+    def __repr__(self) -> str:
+        return (
+            f"CMDP(n_states={self.n_states}, n_actions={self.n_actions}, "
+            f"n_constraints={self.n_constraints}, gamma={self.gamma}, "
+            f"cost_limit={self.cost_limit.tolist()}, nnz={self.nnz})"
+        )
+
+    def __reduce__(self):
+        # Rebuilt through the validated path (used by multiprocessing / Ray workers;
+        # artifacts on disk never use pickle).
+        return (
+            _rebuild_cmdp,
+            (self.n_states, self.n_actions, np.array(self.succ_ptr), np.array(self.succ_next),
+             np.array(self.succ_prob), np.array(self.r), np.array(self.c),
+             np.array(self.cost_limit), self.gamma, np.array(self.nu0)),
+        )
+
+
+def _rebuild_cmdp(S, A, ptr, nxt, prob, r, c, b, gamma, nu0) -> CMDP:
+    obj = CMDP.__new__(CMDP)
+    obj._init_common(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, dense=None)
+    return obj

@@ -1,0 +1,53 @@
+"""Exception hierarchy of safemeta_fast.
+
+Bad input raises the built-in ``ValueError`` / ``TypeError``; everything the
+engine itself detects (an infeasible task, a failing solver, a broken safety
+assumption) raises a subclass of :class:`SafeMetaError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SafeMetaError",
+    "InfeasibleError",
+    "OracleError",
+    "SafetyAssumptionError",
+    "ConvergenceError",
+]
+
+
+class SafeMetaError(Exception):
+    """Base class of every error raised by the engine (not for bad input)."""
+
+
+class InfeasibleError(SafeMetaError):
+    """The cost limits of a task cannot be met by any policy.
+
+    Attributes
+    ----------
+    min_cost : numpy.ndarray or None
+        Smallest achievable discounted cost per constraint, shape (K,), when known.
+    cost_limit : numpy.ndarray or None
+        The (possibly margin-shifted) limits that were asked for, shape (K,).
+    """
+
+    def __init__(self, message: str, *, min_cost=None, cost_limit=None):
+        super().__init__(message)
+        self.min_cost = min_cost
+        self.cost_limit = cost_limit
+
+
+class OracleError(SafeMetaError):
+    """A solver did not return a usable answer (status other than optimal/infeasible)."""
+
+    def __init__(self, message: str, *, status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class SafetyAssumptionError(SafeMetaError):
+    """The safe policy is not strictly feasible on every task it must be safe on."""
+
+
+class ConvergenceError(SafeMetaError):
+    """An iterative method stopped at its iteration cap before reaching its tolerance."""
