@@ -57,14 +57,14 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{list(idx)} is {arr[idx]}; every entry must be finite")
+        raise ValueError(f"{name}{list(idx)} is {float(arr[idx])}; every entry must be finite")
 
 
 def _check_nonneg(name: str, arr: np.ndarray) -> None:
     bad = arr < 0
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{list(idx)} is {arr[idx]!r}; probabilities must be >= 0")
+        raise ValueError(f"{name}{list(idx)} is {float(arr[idx])!r}; probabilities must be >= 0")
 
 
 def _check_row_sums(name: str, sums: np.ndarray, index_of) -> None:
@@ -72,7 +72,7 @@ def _check_row_sums(name: str, sums: np.ndarray, index_of) -> None:
     if (dev > PROB_ATOL).any():
         i = int(np.argmax(dev))
         raise ValueError(
-            f"{name}{index_of(i)} sums to {sums[i]!r}; each row must sum to 1 "
+            f"{name}{index_of(i)} sums to {float(sums[i]):.12g}; each row must sum to 1 "
             f"(tolerance {PROB_ATOL:g})"
         )
 

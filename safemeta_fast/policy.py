@@ -22,13 +22,13 @@ def _check_stochastic(name: str, arr: np.ndarray, index_prefix: tuple = ()) -> N
     bad = arr < 0
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{list(idx)} is {arr[idx]!r}; probabilities must be >= 0")
+        raise ValueError(f"{name}{list(idx)} is {float(arr[idx])!r}; probabilities must be >= 0")
     sums = arr.sum(axis=-1)
     dev = np.abs(sums - 1.0)
     if (dev > PROB_ATOL).any():
         idx = tuple(int(i) for i in np.argwhere(dev > PROB_ATOL)[0])
         raise ValueError(
-            f"{name}{list(idx)} sums to {sums[idx]!r}; each row must sum to 1 "
+            f"{name}{list(idx)} sums to {float(sums[idx]):.12g}; each row must sum to 1 "
             f"(tolerance {PROB_ATOL:g})"
         )
 
