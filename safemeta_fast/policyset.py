@@ -1,0 +1,262 @@
+"""The policy set produced by training (SPEC section 5 step 6): an artifact on disk.
+
+A :class:`PolicySet` holds, per cover task i, the near-optimal policy ``pi_i`` with its
+predicted reward ``u[i]`` and slacks ``v[i, k] = b[k] - V_c^k(pi_i)``, the exact values
+``u_s[i]``, ``v_s[i, k]`` of the safe policy on that task, the safe policy itself, the
+cover tasks' parameters and the training record.
+
+On disk it is one ``.npz`` file (no pickle): the arrays plus a JSON metadata document
+(schema version, scalars, training rounds, package version, and a SHA-256 checksum of
+every array). ``save`` writes a temporary file next to the target and renames it, so an
+interrupted save never leaves a half-written artifact; ``load`` validates the schema,
+the checksum, and every shape and value, and raises :class:`ArtifactError` with a clear
+message for a truncated or tampered file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cmdp import _readonly
+from .errors import SafeMetaError
+from .policy import _check_stochastic
+
+__all__ = ["PolicySet", "ArtifactError", "SCHEMA_VERSION"]
+
+#: Version of the on-disk layout; bumped on any incompatible change.
+SCHEMA_VERSION = 1
+
+_ARRAYS = ("policies", "u", "v", "u_s", "v_s", "safe_policy", "cover_params", "cost_limit")
+_META_KEY = "__metadata__"
+
+
+class ArtifactError(SafeMetaError):
+    """A saved artifact is missing, truncated, tampered with, or of another schema."""
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in _ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class PolicySet:
+    """Candidate policies with predicted values, plus the simultaneously safe policy.
+
+    Attributes
+    ----------
+    policies : ndarray, shape (n, S, A)
+        ``pi_i`` = O_l(M_i) for the n cover tasks.
+    u : ndarray, shape (n,)
+        Predicted reward ``V_r(pi_i; M_i)``.
+    v : ndarray, shape (n, K)
+        Predicted slack ``b - V_c(pi_i; M_i)`` per constraint (the paper's utility).
+    u_s, v_s : ndarray, shapes (n,), (n, K)
+        Exact reward and slack of the safe policy on each cover task.
+    safe_policy : ndarray, shape (S, A)
+        ``pi_s`` = O_s(U), verified on every cover and sampled training task.
+    cover_params : ndarray, shape (n, d)
+        Parameters of the cover tasks.
+    cost_limit : ndarray, shape (K,)
+        The limits ``b`` the slacks refer to.
+    gamma, eps, delta, xi_hat : float
+        Discount, closeness radius, confidence, and the verified margin of ``pi_s``
+        (minimum slack over every verified task and constraint).
+    seed : int
+        The seed actually used by training.
+    rounds : list of dict
+        Training rounds: N, |U|, uncovered count, test value, exact distances, seconds.
+    info : dict
+        Anything else worth keeping (oracle names, distance mode, worst task, ...).
+    version : str
+        Package version that wrote it.
+    """
+
+    policies: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    u_s: np.ndarray
+    v_s: np.ndarray
+    safe_policy: np.ndarray
+    cover_params: np.ndarray
+    cost_limit: np.ndarray
+    gamma: float
+    eps: float
+    delta: float
+    xi_hat: float
+    seed: int
+    rounds: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    version: str = ""
+
+    def __post_init__(self):
+        pols = np.array(self.policies, dtype=np.float64)
+        if pols.ndim != 3 or pols.shape[0] == 0:
+            raise ValueError(f"policies must have shape (n >= 1, S, A); got {pols.shape}")
+        n, S, A = pols.shape
+        _check_stochastic("policies", pols)
+        b = np.array(self.cost_limit, dtype=np.float64).reshape(-1)
+        K = b.size
+        if K == 0:
+            raise ValueError("cost_limit must have at least one entry")
+        want = {
+            "u": (n,), "v": (n, K), "u_s": (n,), "v_s": (n, K), "safe_policy": (S, A),
+        }
+        arrays = {"policies": pols, "cost_limit": b}
+        for name, shape in want.items():
+            a = np.array(getattr(self, name), dtype=np.float64)
+            if name in ("v", "v_s") and a.ndim == 1 and K == 1:
+                a = a[:, None]
+            if a.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}; got {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} has non-finite entries")
+            arrays[name] = a
+        _check_stochastic("safe_policy", arrays["safe_policy"])
+        cp = np.array(self.cover_params, dtype=np.float64)
+        if cp.ndim == 1:
+            cp = cp[:, None]
+        if cp.ndim != 2 or cp.shape[0] != n:
+            raise ValueError(f"cover_params must have shape (n, d) = ({n}, d); got {cp.shape}")
+        arrays["cover_params"] = cp
+        for name, a in arrays.items():
+            object.__setattr__(self, name, _readonly(a))
+        for name in ("gamma", "eps", "delta", "xi_hat"):
+            val = float(getattr(self, name))
+            if not np.isfinite(val):
+                raise ValueError(f"{name} is {val}; it must be finite")
+            object.__setattr__(self, name, val)
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "rounds", [dict(r) for r in self.rounds])
+        object.__setattr__(self, "info", dict(self.info))
+        if not self.version:
+            from . import __version__
+
+            object.__setattr__(self, "version", __version__)
+
+    # -- shape helpers --------------------------------------------------------------
+
+    @property
+    def n_policies(self) -> int:
+        return self.policies.shape[0]
+
+    @property
+    def n_states(self) -> int:
+        return self.policies.shape[1]
+
+    @property
+    def n_actions(self) -> int:
+        return self.policies.shape[2]
+
+    @property
+    def n_constraints(self) -> int:
+        return self.cost_limit.size
+
+    # -- persistence ------------------------------------------------------------------
+
+    def _metadata(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "safemeta_fast.PolicySet",
+            "package_version": self.version,
+            "gamma": self.gamma,
+            "eps": self.eps,
+            "delta": self.delta,
+            "xi_hat": self.xi_hat,
+            "seed": self.seed,
+            "rounds": self.rounds,
+            "info": self.info,
+            "sha256": _digest({name: getattr(self, name) for name in _ARRAYS}),
+        }
+
+    def save(self, path) -> Path:
+        """Write the artifact atomically (temporary file in the same folder, then rename).
+
+        Returns the final path (``.npz`` is appended when missing).
+        """
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            meta = json.dumps(self._metadata(), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"PolicySet metadata is not JSON-serialisable: {exc}") from None
+        payload = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        payload[_META_KEY] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path) -> "PolicySet":
+        """Read and validate an artifact written by :meth:`save` (never unpickles)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no policy set at {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                files = set(data.files)
+                missing = [k for k in (*_ARRAYS, _META_KEY) if k not in files]
+                if missing:
+                    raise ArtifactError(f"{path}: not a PolicySet artifact (missing {missing})")
+                arrays = {k: np.array(data[k]) for k in _ARRAYS}
+                meta_bytes = bytes(np.asarray(data[_META_KEY], dtype=np.uint8))
+        except ArtifactError:
+            raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"{path}: unreadable or truncated artifact ({exc})") from None
+        try:
+            meta = json.loads(meta_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{path}: metadata is not valid JSON ({exc})") from None
+        if meta.get("kind") != "safemeta_fast.PolicySet":
+            raise ArtifactError(f"{path}: metadata kind is {meta.get('kind')!r}, not a PolicySet")
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{path}: schema version {meta.get('schema_version')!r}; this package reads "
+                f"version {SCHEMA_VERSION}"
+            )
+        if _digest(arrays) != meta.get("sha256"):
+            raise ArtifactError(f"{path}: checksum mismatch, the arrays were modified after saving")
+        try:
+            return cls(
+                **arrays,
+                gamma=meta["gamma"], eps=meta["eps"], delta=meta["delta"],
+                xi_hat=meta["xi_hat"], seed=meta["seed"], rounds=meta["rounds"],
+                info=meta["info"], version=meta["package_version"],
+            )
+        except KeyError as exc:
+            raise ArtifactError(f"{path}: metadata lacks {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise ArtifactError(f"{path}: invalid content ({exc})") from None
+
+    def __repr__(self) -> str:
+        return (
+            f"PolicySet(n_policies={self.n_policies}, n_states={self.n_states}, "
+            f"n_actions={self.n_actions}, n_constraints={self.n_constraints}, "
+            f"xi_hat={self.xi_hat:.6g}, eps={self.eps:g}, delta={self.delta:g})"
+        )
