@@ -63,3 +63,75 @@ def rollout_per_step(P, r, c, nu0, gamma, pi, n_episodes, horizon, rng):
             s = rng.choice(S, p=P[s, a])
             g *= gamma
     return R, C
+
+
+# --- exact tools (evaluation / planning): twins appended for issue 2 ---------------
+
+
+def state_values_dense(P, r, c, gamma, pi):
+    """State values by a dense solve: v_r (S,), v_c (S, K) with v = (I - gamma P_pi)^{-1} x_pi."""
+    S = P.shape[0]
+    c3 = c if c.ndim == 3 else c[:, :, None]
+    Ppi = dense_policy_matrix(P, pi)
+    rhs = np.column_stack([(pi * r).sum(axis=1), np.einsum("sa,sak->sk", pi, c3)])
+    V = np.linalg.solve(np.eye(S) - gamma * Ppi, rhs)
+    return V[:, 0], V[:, 1:]
+
+
+def primal_dual_dense(P, r, c, b, nu0, gamma, beta=0.1, eta_p=None, eta_xi=0.1, n_iter=10_000,
+                      max_sweeps=50, sweep_tol=1e-5, alternating=True):
+    """Entropy-regularised primal-dual CMDP solver (BASELINES.md 2b), dense NumPy.
+
+    Returns (pi (S, A), xi (K,), v (S,), vc (S, K)).
+    """
+    S, A = r.shape
+    c3 = c if c.ndim == 3 else c[:, :, None]
+    K = c3.shape[2]
+    b = np.asarray(b, dtype=float).reshape(K)
+    if eta_p is None:
+        expo, coef = 0.0, 1.0 / beta
+    else:
+        expo, coef = 1.0 - eta_p * beta / (1.0 - gamma), eta_p / (1.0 - gamma)
+        if abs(expo) < 1e-12:
+            expo = 0.0
+
+    def softmax(z):
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def plogp(p):
+        out = np.zeros_like(p)
+        pos = p > 0
+        out[pos] = p[pos] * np.log(p[pos])
+        return out
+
+    pi = softmax(r / beta)
+    v = np.zeros(S)
+    vc = np.zeros((S, K))
+    xi = np.zeros(K)
+    for _ in range(n_iter):
+        rxi = r - c3 @ xi
+        H = -plogp(pi).sum(axis=1)
+        for _ in range(max_sweeps):
+            v_new = (pi * (rxi + gamma * P @ v)).sum(axis=1) + beta * H
+            diff = np.max(np.abs(v_new - v))
+            v = v_new
+            if diff <= sweep_tol:
+                break
+        q = rxi + gamma * P @ v
+        logits = coef * (q - q.max(axis=1, keepdims=True))
+        if expo != 0.0:
+            with np.errstate(divide="ignore"):
+                logits = logits + expo * np.log(pi)
+        pi_new = softmax(logits)
+        target = pi_new if alternating else pi
+        for _ in range(max_sweeps):
+            vc_new = np.einsum("sa,sak->sk", target, c3 + gamma * np.einsum("sat,tk->sak", P, vc))
+            diff = np.max(np.abs(vc_new - vc))
+            vc = vc_new
+            if diff <= sweep_tol:
+                break
+        xi = np.maximum(0.0, xi - eta_xi * (b - nu0 @ vc))
+        pi = pi_new
+    return pi, xi, v, vc

@@ -1,0 +1,248 @@
+"""Planning kernels on the compressed successor rows: value iteration and the
+entropy-regularised primal-dual CMDP solver (BASELINES.md section 2).
+
+``ptr, nxt, prob`` are the CSR successor rows of a CMDP (pair ``i = s*A + a``).
+Status codes: 0 converged / finished, 1 iteration cap reached, 2 non-finite values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+STATUS_OK = 0
+STATUS_MAX_ITER = 1
+STATUS_NONFINITE = 2
+
+
+@njit(cache=True)
+def _expect_next(ptr, nxt, prob, i, v):
+    """sum_j P(s_j | pair i) v(s_j)."""
+    tot = 0.0
+    for j in range(ptr[i], ptr[i + 1]):
+        tot += prob[j] * v[nxt[j]]
+    return tot
+
+
+@njit(cache=True)
+def value_iteration_kernel(ptr, nxt, prob, R, gamma, tol, max_iter, v, q):
+    """Gauss-Seidel value iteration (maximisation) with self-loop elimination.
+
+    Sweep (in place, states in index order):
+    ``v(s) <- max_a (R(s,a) + gamma sum_{s' != s} P(s'|s,a) v(s')) / (1 - gamma P(s|s,a))``,
+    a gamma-contraction in max-norm with fixed point v*, so
+    ``||v_k - v*|| <= gamma / (1 - gamma) ||v_k - v_{k-1}||``; stops when that bound is
+    <= tol. Then ``q = R + gamma P v``. ``v`` (S,) holds the start point on entry and
+    the result on exit; ``q`` (S, A) is filled. Returns (iterations, residual, status)
+    where residual = ||v_k - v_{k-1}||_inf of the last sweep.
+    """
+    S, A = R.shape
+    factor = gamma / (1.0 - gamma)
+    residual = np.inf
+    it = 0
+    status = STATUS_MAX_ITER
+    while it < max_iter:
+        it += 1
+        delta = 0.0
+        for s in range(S):
+            best = -np.inf
+            for a in range(A):
+                i = s * A + a
+                acc = R[s, a]
+                self_p = 0.0
+                for j in range(ptr[i], ptr[i + 1]):
+                    t = nxt[j]
+                    if t == s:
+                        self_p = prob[j]
+                    else:
+                        acc += gamma * prob[j] * v[t]
+                val = acc / (1.0 - gamma * self_p)
+                if val > best:
+                    best = val
+            d = abs(best - v[s])
+            if d > delta:
+                delta = d
+            v[s] = best
+        residual = delta
+        if not np.isfinite(delta):
+            status = STATUS_NONFINITE
+            break
+        if factor * delta <= tol:
+            status = STATUS_OK
+            break
+    for s in range(S):
+        for a in range(A):
+            q[s, a] = R[s, a] + gamma * _expect_next(ptr, nxt, prob, s * A + a, v)
+    return it, residual, status
+
+
+@njit(cache=True)
+def _entropy(p):
+    """-sum p ln p with 0 ln 0 = 0."""
+    h = 0.0
+    for a in range(p.shape[0]):
+        x = p[a]
+        if x > 0.0:
+            h -= x * np.log(x)
+    return h
+
+
+@njit(cache=True)
+def _softmax_row(logits, out):
+    """out = softmax(logits) (max-shifted; -inf logits give exact zeros)."""
+    A = logits.shape[0]
+    m = -np.inf
+    for a in range(A):
+        if logits[a] > m:
+            m = logits[a]
+    tot = 0.0
+    for a in range(A):
+        e = np.exp(logits[a] - m)
+        out[a] = e
+        tot += e
+    for a in range(A):
+        out[a] /= tot
+
+
+@njit(cache=True)
+def _cost_sweeps(ptr, nxt, prob, c, pi, gamma, vc, vc_new, max_sweeps, sweep_tol):
+    """Warm-started Jacobi sweeps vc <- sum_a pi [c + gamma P vc] (all K columns at once).
+
+    At least one sweep, at most max_sweeps, stop when max_{s,k} |vc_new - vc| <= sweep_tol.
+    vc is updated in place. Returns the number of sweeps.
+    """
+    S, A = pi.shape
+    K = c.shape[2]
+    n = 0
+    while n < max_sweeps:
+        n += 1
+        diff = 0.0
+        for s in range(S):
+            for k in range(K):
+                vc_new[s, k] = 0.0
+            for a in range(A):
+                w = pi[s, a]
+                if w == 0.0:
+                    continue
+                i = s * A + a
+                for k in range(K):
+                    acc = c[s, a, k]
+                    for j in range(ptr[i], ptr[i + 1]):
+                        acc += gamma * prob[j] * vc[nxt[j], k]
+                    vc_new[s, k] += w * acc
+        for s in range(S):
+            for k in range(K):
+                d = abs(vc_new[s, k] - vc[s, k])
+                if d > diff:
+                    diff = d
+                vc[s, k] = vc_new[s, k]
+        if diff <= sweep_tol:
+            break
+    return n
+
+
+@njit(cache=True)
+def primal_dual_kernel(ptr, nxt, prob, r, c, b, nu0, gamma, beta, pi_exponent, q_coef,
+                       eta_xi, n_iter, max_sweeps, sweep_tol, alternating,
+                       pi, xi, v, vc):
+    """Entropy-regularised primal-dual CMDP solver (BASELINES.md 2b), whole loop compiled.
+
+    For it = 1..n_iter:
+      1. r_xi = r - sum_k xi_k c_k
+      2. soft evaluation of pi for r_xi, warm-started Jacobi sweeps
+         v <- sum_a pi (r_xi + gamma P v) + beta H(pi(.|s))  (>= 1, <= max_sweeps, stop on
+         max-norm change <= sweep_tol)
+      3. q = r_xi + gamma P v
+      4. pi_new ∝ pi^pi_exponent exp(q_coef (q - max_a q))   [pi_exponent = 1 - eta_p beta/(1-gamma),
+         q_coef = eta_p/(1-gamma); pi_exponent = 0 gives softmax(q/beta) and 0^0 = 1]
+      5. cost evaluation (warm-started sweeps on vc) of pi_new (alternating) or pi (simultaneous)
+      6. xi_k <- max(0, xi_k - eta_xi (b_k - nu0 . vc_k))
+      7. pi <- pi_new
+    In/out: pi (S, A) holds the start policy on entry, xi (K,), v (S,), vc (S, K) the
+    warm starts. Returns (iterations, total sweeps, status).
+    """
+    S, A = r.shape
+    K = c.shape[2]
+    rxi = np.empty((S, A))
+    qrow = np.empty(A)
+    logits = np.empty(A)
+    pi_new = np.empty((S, A))
+    v_new = np.empty(S)
+    ent = np.empty(S)
+    vc_new = np.empty((S, K))
+    total_sweeps = 0
+    for it in range(n_iter):
+        # 1. Lagrangian reward
+        for s in range(S):
+            for a in range(A):
+                x = r[s, a]
+                for k in range(K):
+                    x -= xi[k] * c[s, a, k]
+                rxi[s, a] = x
+            ent[s] = beta * _entropy(pi[s])
+        # 2. soft policy evaluation (Jacobi, warm start)
+        n = 0
+        while n < max_sweeps:
+            n += 1
+            diff = 0.0
+            for s in range(S):
+                acc = ent[s]
+                for a in range(A):
+                    w = pi[s, a]
+                    if w == 0.0:
+                        continue
+                    i = s * A + a
+                    acc += w * (rxi[s, a] + gamma * _expect_next(ptr, nxt, prob, i, v))
+                v_new[s] = acc
+            for s in range(S):
+                d = abs(v_new[s] - v[s])
+                if d > diff:
+                    diff = d
+                v[s] = v_new[s]
+            if diff <= sweep_tol:
+                break
+        total_sweeps += n
+        # 3-4. q and the mirror / soft policy iteration step
+        for s in range(S):
+            qmax = -np.inf
+            for a in range(A):
+                qa = rxi[s, a] + gamma * _expect_next(ptr, nxt, prob, s * A + a, v)
+                qrow[a] = qa
+                if qa > qmax:
+                    qmax = qa
+            for a in range(A):
+                lg = q_coef * (qrow[a] - qmax)
+                if pi_exponent != 0.0:
+                    p = pi[s, a]
+                    if p > 0.0:
+                        lg += pi_exponent * np.log(p)
+                    else:
+                        lg = -np.inf
+                logits[a] = lg
+            _softmax_row(logits, pi_new[s])
+        # 5-6. dual step
+        if alternating:
+            total_sweeps += _cost_sweeps(ptr, nxt, prob, c, pi_new, gamma, vc, vc_new,
+                                         max_sweeps, sweep_tol)
+        else:
+            total_sweeps += _cost_sweeps(ptr, nxt, prob, c, pi, gamma, vc, vc_new,
+                                         max_sweeps, sweep_tol)
+        for k in range(K):
+            val = 0.0
+            for s in range(S):
+                val += nu0[s] * vc[s, k]
+            x = xi[k] - eta_xi * (b[k] - val)
+            xi[k] = x if x > 0.0 else 0.0
+        # 7.
+        for s in range(S):
+            for a in range(A):
+                pi[s, a] = pi_new[s, a]
+        if not np.isfinite(v[0]) or not np.isfinite(xi[0]):
+            return it + 1, total_sweeps, STATUS_NONFINITE
+    for s in range(S):
+        if not np.isfinite(v[s]):
+            return n_iter, total_sweeps, STATUS_NONFINITE
+        for a in range(A):
+            if not np.isfinite(pi[s, a]):
+                return n_iter, total_sweeps, STATUS_NONFINITE
+    return n_iter, total_sweeps, STATUS_OK
