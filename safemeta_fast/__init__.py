@@ -6,6 +6,19 @@ in cvxpy, and the paper's gridworld.
 """
 
 from .cmdp import CMDP
+from .evaluation import (
+    Evaluation,
+    EvaluationBatch,
+    StateValues,
+    evaluate,
+    evaluate_many,
+    evaluate_mixture,
+    occupancy,
+    state_values,
+)
+from .lp import LPResult, min_cost, solve_lp
+from .planning import PrimalDualResult, ValueIterationResult, primal_dual, value_iteration
+from .policy import Mixture
 from .errors import (
     ConvergenceError,
     InfeasibleError,
@@ -18,6 +31,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CMDP",
+    "Mixture",
+    "evaluate",
+    "evaluate_many",
+    "evaluate_mixture",
+    "occupancy",
+    "state_values",
+    "Evaluation",
+    "EvaluationBatch",
+    "StateValues",
+    "solve_lp",
+    "min_cost",
+    "LPResult",
+    "value_iteration",
+    "primal_dual",
+    "ValueIterationResult",
+    "PrimalDualResult",
     "SafeMetaError",
     "InfeasibleError",
     "OracleError",
