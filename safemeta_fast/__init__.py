@@ -19,6 +19,7 @@ from .evaluation import (
 from .lp import LPResult, min_cost, solve_lp
 from .planning import PrimalDualResult, ValueIterationResult, primal_dual, value_iteration
 from .policy import Mixture
+from .rollout import RolloutResult, rollout
 from .errors import (
     ConvergenceError,
     InfeasibleError,
@@ -47,6 +48,8 @@ __all__ = [
     "primal_dual",
     "ValueIterationResult",
     "PrimalDualResult",
+    "rollout",
+    "RolloutResult",
     "SafeMetaError",
     "InfeasibleError",
     "OracleError",
