@@ -1,0 +1,305 @@
+"""Task families and parameter distributions (the task distribution D of the paper).
+
+A :class:`TaskFamily` maps a parameter vector ``theta`` (shape (d,)) to a CMDP and holds
+a :class:`ParameterDistribution` to sample parameters from. Families that are also used
+as an environment follow the learn2learn / RLlib meta-env naming: ``sample_tasks(n)``,
+``set_task(task)``, ``get_task()``.
+
+A family may declare a cheap parameter-space closeness through ``parameter_scale``: the
+parameter distance is then the weighted Chebyshev distance
+``max_k scale[k] * |theta_i[k] - theta_j[k]|`` (the paper's experiment compares noise
+levels: scale = [1]).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from .cmdp import CMDP
+from .seeding import resolve_seed
+
+__all__ = [
+    "ParameterDistribution",
+    "TruncatedNormal",
+    "Uniform",
+    "Empirical",
+    "TaskFamily",
+]
+
+
+def _vector(name: str, x, d: int | None = None) -> np.ndarray:
+    try:
+        arr = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or a 1-D array of numbers; got {x!r}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a scalar or 1-D; got shape {arr.shape}")
+    if d is not None:
+        if arr.size == 1 and d > 1:
+            arr = np.full(d, arr[0])
+        if arr.size != d:
+            raise ValueError(f"{name} must have {d} entries (one per parameter); got {arr.size}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}[{i}] is {arr[i]}; it must be finite")
+    return arr
+
+
+def _check_n(n) -> int:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an integer; got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"n is {n}; it must be >= 0")
+    return int(n)
+
+
+def _rng(seed) -> np.random.Generator:
+    return np.random.default_rng(resolve_seed(seed))
+
+
+class ParameterDistribution(ABC):
+    """A distribution over parameter vectors of dimension ``dim``."""
+
+    dim: int
+
+    @abstractmethod
+    def sample(self, n: int, *, seed=None) -> np.ndarray:
+        """Draw ``n`` parameter vectors; returns shape (n, dim)."""
+
+    @property
+    def low(self) -> np.ndarray:
+        """Smallest value of each coordinate, shape (dim,)."""
+        return self._low
+
+    @property
+    def high(self) -> np.ndarray:
+        """Largest value of each coordinate, shape (dim,)."""
+        return self._high
+
+
+class TruncatedNormal(ParameterDistribution):
+    """Independent normal coordinates restricted to a box, by truncation (default) or clipping.
+
+    Parameters
+    ----------
+    mean, std : float or array_like, shape (d,)
+        Location and scale of each coordinate (std > 0).
+    low, high : float or array_like, shape (d,)
+        The box [low, high] (low < high).
+    mode : {"truncate", "clip"}, default "truncate"
+        "truncate" samples the normal conditioned on the box (inverse CDF, exact).
+        "clip" samples the normal and clips values into the box, as the authors' code did
+        (``np.clip``), which puts point masses on the box edges.
+
+    Examples
+    --------
+    >>> D = TruncatedNormal(0.3, 0.03, 0.0, 0.5)      # the paper's noise distribution
+    >>> D.sample(3, seed=0).shape
+    (3, 1)
+    """
+
+    def __init__(self, mean, std, low, high, *, mode: str = "truncate"):
+        m = _vector("mean", mean)
+        d = m.size
+        self.mean = m
+        self.std = _vector("std", std, d)
+        self._low = _vector("low", low, d)
+        self._high = _vector("high", high, d)
+        self.dim = d
+        if (self.std <= 0).any():
+            i = int(np.argmax(self.std <= 0))
+            raise ValueError(f"std[{i}] is {self.std[i]}; it must be > 0")
+        if (self._low >= self._high).any():
+            i = int(np.argmax(self._low >= self._high))
+            raise ValueError(f"low[{i}] = {self._low[i]} must be < high[{i}] = {self._high[i]}")
+        if mode not in ("truncate", "clip"):
+            raise ValueError(f"mode is {mode!r}; expected 'truncate' or 'clip'")
+        self.mode = mode
+
+    def sample(self, n: int, *, seed=None) -> np.ndarray:
+        n = _check_n(n)
+        rng = _rng(seed)
+        if self.mode == "clip":
+            x = rng.normal(self.mean, self.std, size=(n, self.dim))
+            return np.clip(x, self._low, self._high)
+        a = ndtr((self._low - self.mean) / self.std)
+        b = ndtr((self._high - self.mean) / self.std)
+        u = rng.random((n, self.dim))
+        x = self.mean + self.std * ndtri(a + u * (b - a))
+        return np.clip(x, self._low, self._high)  # guards the last ulp only
+
+    def __repr__(self) -> str:
+        return (f"TruncatedNormal(mean={self.mean.tolist()}, std={self.std.tolist()}, "
+                f"low={self._low.tolist()}, high={self._high.tolist()}, mode={self.mode!r})")
+
+
+class Uniform(ParameterDistribution):
+    """Uniform on the box [low, high] (d-dimensional).
+
+    Examples
+    --------
+    >>> Uniform([0.0, 1.0], [0.5, 2.0]).sample(4, seed=1).shape
+    (4, 2)
+    """
+
+    def __init__(self, low, high):
+        lo = _vector("low", low)
+        self._low = lo
+        self._high = _vector("high", high, lo.size)
+        self.dim = lo.size
+        if (self._low >= self._high).any():
+            i = int(np.argmax(self._low >= self._high))
+            raise ValueError(f"low[{i}] = {self._low[i]} must be < high[{i}] = {self._high[i]}")
+
+    def sample(self, n: int, *, seed=None) -> np.ndarray:
+        n = _check_n(n)
+        return _rng(seed).uniform(self._low, self._high, size=(n, self.dim))
+
+    def __repr__(self) -> str:
+        return f"Uniform(low={self._low.tolist()}, high={self._high.tolist()})"
+
+
+class Empirical(ParameterDistribution):
+    """Uniform draws (with replacement) from a fixed list of parameter vectors.
+
+    Parameters
+    ----------
+    values : array_like, shape (m,) or (m, d)
+        The support (m >= 1).
+
+    Examples
+    --------
+    >>> Empirical([0.1, 0.2, 0.3]).sample(2, seed=0).ravel().tolist()  # doctest: +SKIP
+    [0.3, 0.1]
+    """
+
+    def __init__(self, values):
+        try:
+            v = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError("values must be an array of numbers") from None
+        if v.ndim == 1:
+            v = v[:, None]
+        if v.ndim != 2 or v.shape[0] == 0 or v.shape[1] == 0:
+            raise ValueError(f"values must have shape (m,) or (m, d) with m, d >= 1; got {v.shape}")
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise ValueError(f"values[{i}, {j}] is {v[i, j]}; it must be finite")
+        self.values = v
+        v.setflags(write=False)
+        self.dim = v.shape[1]
+        self._low = v.min(axis=0)
+        self._high = v.max(axis=0)
+
+    def sample(self, n: int, *, seed=None) -> np.ndarray:
+        n = _check_n(n)
+        k = _rng(seed).integers(0, self.values.shape[0], size=n)
+        return self.values[k].copy()
+
+    def __repr__(self) -> str:
+        return f"Empirical(m={self.values.shape[0]}, dim={self.dim})"
+
+
+class TaskFamily(ABC):
+    """A parametric family of CMDPs with a task distribution.
+
+    Subclasses set ``distribution`` (a :class:`ParameterDistribution`), ``param_names``
+    and implement :meth:`build`. ``parameter_scale`` (shape (d,)) enables the cheap
+    parameter closeness ``max_k scale[k] |theta_i[k] - theta_j[k]|``; ``None`` means the
+    family has none (use the model distance).
+
+    Meta-env naming (learn2learn / RLlib): :meth:`sample_tasks`, :meth:`set_task`,
+    :meth:`get_task`; the current task's CMDP is :attr:`task_cmdp`.
+    """
+
+    distribution: ParameterDistribution
+    param_names: tuple[str, ...] = ()
+    parameter_scale: np.ndarray | None = None
+
+    # -- the protocol --------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters d."""
+        return self.distribution.dim
+
+    def sample(self, n: int, *, seed=None) -> np.ndarray:
+        """Sample ``n`` task parameters, shape (n, d)."""
+        return self.distribution.sample(n, seed=seed)
+
+    @abstractmethod
+    def build(self, theta) -> CMDP:
+        """The CMDP of one parameter vector (shape (d,) or a scalar when d = 1)."""
+
+    def build_many(self, thetas):
+        """Yield the CMDPs of parameter vectors ``thetas`` (n, d), one at a time."""
+        for t in self.check_params(thetas):
+            yield self.build(t)
+
+    def check_params(self, thetas) -> np.ndarray:
+        """Validate parameters: returns a float64 (n, d) array."""
+        arr = np.asarray(thetas, dtype=np.float64)
+        if arr.ndim == 1 and self.dim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise ValueError(f"thetas must have shape (n, d) = (n, {self.dim}); got {arr.shape}")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise ValueError(f"thetas[{i}, {j}] is {arr[i, j]}; it must be finite")
+        return np.ascontiguousarray(arr)
+
+    @property
+    def has_parameter_distance(self) -> bool:
+        return self.parameter_scale is not None
+
+    def parameter_distance(self, theta_i, theta_j) -> np.ndarray:
+        """Parameter-space distance ``max_k scale[k] |theta_i[k] - theta_j[k]|`` (vectorised).
+
+        ``theta_i`` and ``theta_j`` broadcast over leading axes; the last axis is the
+        parameter (length d). Returns the distances with the last axis reduced.
+        """
+        if self.parameter_scale is None:
+            raise TypeError(
+                f"{type(self).__name__} has no parameter-space distance; use distance='model'"
+            )
+        a = np.asarray(theta_i, dtype=np.float64)
+        b = np.asarray(theta_j, dtype=np.float64)
+        if self.dim == 1:
+            if a.ndim == 0 or a.shape[-1] != 1:
+                a = a[..., None]
+            if b.ndim == 0 or b.shape[-1] != 1:
+                b = b[..., None]
+        return np.max(np.abs(a - b) * np.asarray(self.parameter_scale), axis=-1)
+
+    # -- meta-env naming -----------------------------------------------------------
+
+    def sample_tasks(self, num_tasks: int, *, seed=None) -> list[np.ndarray]:
+        """learn2learn-style: a list of ``num_tasks`` parameter vectors (each shape (d,))."""
+        return list(self.sample(num_tasks, seed=seed))
+
+    def set_task(self, task) -> None:
+        """Make ``task`` (a parameter vector) the current task; builds its CMDP."""
+        theta = self.check_params(np.atleast_1d(np.asarray(task, dtype=np.float64))[None])[0]
+        self._task = theta
+        self._task_cmdp = self.build(theta)
+
+    def get_task(self) -> np.ndarray:
+        """The current task's parameter vector (set by :meth:`set_task`)."""
+        if getattr(self, "_task", None) is None:
+            raise ValueError("no task set; call set_task(task) first")
+        return self._task.copy()
+
+    @property
+    def task_cmdp(self) -> CMDP:
+        """The current task's CMDP."""
+        self.get_task()
+        return self._task_cmdp
+
+

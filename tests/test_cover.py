@@ -1,0 +1,183 @@
+"""Greedy cover against a NumPy twin; the covering loop (SPEC section 5 steps 1-4)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safemeta_fast.covering import (
+    _cover_round,
+    build_cover,
+    greedy_cover,
+    initial_n,
+    stopping_value,
+)
+from safemeta_fast.distance import neighbours_within, pairwise_distance
+from safemeta_fast.envs.families import GridworldCostFamily, GridworldFamily
+from safemeta_fast.tasks import Empirical, Uniform
+
+
+def greedy_twin(close: np.ndarray, max_uncovered: float):
+    """SPEC 5 step 3 literally: close[j, i] = j covers i; ties -> smallest index."""
+    n = close.shape[0]
+    uncovered = np.ones(n, dtype=bool)
+    chosen = []
+    while uncovered.sum() > max_uncovered:
+        counts = (close & uncovered[None, :]).sum(axis=1)
+        counts[chosen] = -1
+        j = int(np.argmax(counts))
+        if counts[j] <= 0:
+            break
+        chosen.append(j)
+        uncovered &= ~close[j]
+    return chosen, n - int(uncovered.sum())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.floats(0.02, 0.6), st.booleans(), st.booleans(),
+       st.floats(0.0, 0.5), st.integers(0, 2**32 - 1))
+def test_greedy_dense_matches_twin(n, density, symmetric, reflexive, frac, seed):
+    rng = np.random.default_rng(seed)
+    A = rng.random((n, n)) < density
+    if symmetric:
+        A = A | A.T
+    if reflexive:
+        A[np.arange(n), np.arange(n)] = True
+    max_unc = frac * n
+    chosen, ncov = greedy_twin(A, max_unc)
+    res = greedy_cover(A, max_uncovered=max_unc)
+    assert res.chosen.tolist() == chosen
+    assert res.n_covered == ncov == int(res.covered.sum())
+    if reflexive:
+        assert res.complete and n - ncov <= max_unc
+
+
+def test_greedy_ties_choose_smallest_index():
+    A = np.eye(6, dtype=bool)
+    assert greedy_cover(A).chosen.tolist() == [0, 1, 2, 3, 4, 5]
+    A[4, 5] = A[5, 4] = A[1, 2] = A[2, 1] = True
+    assert greedy_cover(A).chosen.tolist() == [1, 4, 0, 3]
+    assert greedy_cover(A, max_uncovered=2).chosen.tolist() == [1, 4]
+
+
+def test_greedy_csr_matches_dense_on_neighbour_lists():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 0.05, 150)
+    fam = GridworldFamily(Empirical(np.clip(x, 0, 0.5)))
+    tasks = [fam.build([v]) for v in np.clip(x, 0, 0.5)]
+    D = pairwise_distance(tasks)
+    for eps in (0.002, 0.01, 0.05):
+        nb = neighbours_within(tasks, eps)
+        for mu in (0.0, 7.5):
+            a = greedy_cover(nb, max_uncovered=mu)
+            chosen, ncov = greedy_twin(D <= eps, mu)
+            assert a.chosen.tolist() == chosen and a.n_covered == ncov
+
+
+@pytest.mark.parametrize("distance", ["model", "parameter"])
+def test_lazy_cover_round_matches_twin(distance):
+    fam = GridworldCostFamily(Uniform([0.2, 9.8], [0.4, 10.2]))
+    th = fam.sample(120, seed=3)
+    D = pairwise_distance([fam.build(t) for t in th])  # equals the parameter distance here
+    for eps in (0.02, 0.06, 0.15):
+        for mu in (0.0, 12.0):
+            chosen, covered, ncov, status, n_exact, n_eval = _cover_round(fam, th, eps, mu, distance, 3)
+            tw, tw_cov = greedy_twin(D <= eps, mu)
+            assert chosen.tolist() == tw and ncov == tw_cov and status == 0
+            # every covered task lies within eps of a chosen task, and only those
+            near = (D[chosen] <= eps).any(axis=0)
+            np.testing.assert_array_equal(covered, near)
+            if distance == "model":
+                assert 0 < n_exact < 120 * 119 // 2 + 120 * 5
+
+
+def test_initial_n_and_stopping_value():
+    assert initial_n(0.05) == math.ceil(math.log(0.05) ** 2 / 0.05 ** 2) == 3590
+    assert initial_n(0.05, "authors") == 1198
+    assert stopping_value(10, 100, 0.1) == pytest.approx(math.sqrt(10 * math.log(2000) / 90))
+    assert stopping_value(5, 5, 0.1) == math.inf
+    assert stopping_value(6, 5, 0.1) == math.inf
+    with pytest.raises(ValueError, match="n_rule"):
+        initial_n(0.05, "mine")
+    with pytest.raises(ValueError, match=r"delta is 1.0"):
+        initial_n(1.0)
+
+
+def test_build_cover_paper_rule_doubles_with_fresh_samples():
+    fam = GridworldFamily()
+    res = build_cover(fam, eps=0.01, delta=0.15, distance="parameter", seed=1, progress=False)
+    n0 = initial_n(0.15)
+    Ns = [r.n_tasks for r in res.rounds]
+    assert Ns == [n0 * 2 ** k for k in range(len(Ns))]
+    for r in res.rounds:
+        assert r.n_uncovered <= 3 * 0.15 * r.n_tasks
+        assert r.test_value == pytest.approx(stopping_value(r.n_chosen, r.n_tasks, 0.15))
+        assert r.passed == (r.test_value <= 0.15)
+    assert [r.passed for r in res.rounds] == [False] * (len(Ns) - 1) + [True]
+    assert res.converged and res.params.shape == (Ns[-1], 1)
+    # every covered task is within eps of a chosen task; the rest are few
+    d = np.abs(res.params[:, None, 0] - res.chosen_params[None, :, 0]).min(axis=1)
+    np.testing.assert_array_equal(res.covered, d <= 0.01)
+    np.testing.assert_array_equal(res.chosen_params, res.params[res.chosen_indices])
+    # same seed, same result; fresh samples each round
+    res2 = build_cover(fam, eps=0.01, delta=0.15, distance="parameter", seed=1, progress=False)
+    np.testing.assert_array_equal(res.params, res2.params)
+    assert res.seed == 1
+
+
+def test_build_cover_authors_rule_appends():
+    fam = GridworldFamily()
+    with pytest.warns(RuntimeWarning, match="max_rounds=3"):
+        res = build_cover(fam, eps=0.004, delta=0.1, distance="parameter", n_rule="authors",
+                          seed=2, progress=False, max_rounds=3)
+    n0 = initial_n(0.1, "authors")
+    assert [r.n_tasks for r in res.rounds] == [n0 * (k + 1) for k in range(len(res.rounds))]
+
+
+def test_build_cover_gives_up_with_warning_when_test_cannot_pass():
+    fam = GridworldFamily(Uniform(0.0, 0.5))
+    with pytest.warns(RuntimeWarning, match="did not pass within max_rounds=2"):
+        res = build_cover(fam, eps=0.0, delta=0.2, distance="parameter", seed=0, progress=False,
+                          max_rounds=2)
+    assert not res.converged and len(res.rounds) == 2
+    n0 = initial_n(0.2)
+    assert [r.n_tasks for r in res.rounds] == [n0, 2 * n0]
+    r = res.rounds[0]  # eps = 0: each task covers itself only
+    assert r.n_chosen == n0 - math.floor(3 * 0.2 * n0) and not r.passed
+
+
+def test_build_cover_model_distance_small():
+    fam = GridworldFamily()
+    res = build_cover(fam, eps=0.75 * 0.02, delta=0.2, distance="model", seed=3, progress=False)
+    assert res.converged
+    assert all(r.n_exact_distances > 0 for r in res.rounds)
+    # model eps 0.015 is noise eps 0.02: the same cover as the parameter closeness
+    res_p = build_cover(fam, eps=0.02, delta=0.2, distance="parameter", seed=3, progress=False)
+    np.testing.assert_array_equal(res.chosen_indices, res_p.chosen_indices)
+
+
+def test_build_cover_validation():
+    fam = GridworldFamily()
+    with pytest.raises(ValueError, match="distance is 'l2'"):
+        build_cover(fam, eps=0.01, delta=0.1, distance="l2", progress=False)
+    with pytest.raises(ValueError, match="delta is 0.0"):
+        build_cover(fam, eps=0.01, delta=0.0, progress=False)
+    with pytest.raises(TypeError, match="family must be a TaskFamily"):
+        build_cover(object(), eps=0.01, delta=0.1, progress=False)
+    from safemeta_fast.envs.families import RandomCMDPFamily
+    with pytest.raises(ValueError, match="no parameter closeness"):
+        build_cover(RandomCMDPFamily(3, 2), eps=0.01, delta=0.1, distance="parameter", progress=False)
+
+
+@pytest.mark.slow
+def test_paper_check_parameter_closeness():
+    res = build_cover(GridworldFamily(), eps=0.005, delta=0.05, distance="parameter", seed=0,
+                      progress=False)
+    assert res.converged
+    assert 7 <= res.n_cover <= 13
+    assert res.chosen_params.min() >= 0.25 and res.chosen_params.max() <= 0.35
+    assert res.rounds[0].n_tasks == 3590
