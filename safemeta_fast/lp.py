@@ -313,6 +313,30 @@ class OccupancyLP:
 # back end 2: a persistent HiGHS model fed straight from the successor rows
 # ---------------------------------------------------------------------------
 
+def _quiet_highs(highspy):
+    """A ``highspy.Highs()`` whose copyright banner does not reach stdout.
+
+    HiGHS prints the banner from C++ when the object is built, before any option can be
+    set, so the process's stdout file descriptor is pointed at /dev/null meanwhile.
+    """
+    import os
+    import sys
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout replaced (e.g. captured)
+        return highspy.Highs()
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            return highspy.Highs()
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 class HighsOccupancyLP:
     """The occupancy LP as a persistent HiGHS model for one shape and transition support.
 
@@ -359,7 +383,7 @@ class HighsOccupancyLP:
         self._index = (uniq % (S + K)).astype(np.int32)
         self._start = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(uniq // (S + K), minlength=n), out=self._start[1:])
-        self._h = highspy.Highs()
+        self._h = _quiet_highs(highspy)
         self._h.setOptionValue("output_flag", False)
         self._basis: dict = {}
 

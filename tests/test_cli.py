@@ -1,0 +1,33 @@
+"""The safemeta command: demo table and training artifact."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from safemeta_fast.cli import main
+from safemeta_fast.policyset import PolicySet
+
+
+def test_demo_prints_check_values(capsys):
+    assert main(["demo", "--noise", "0.3", "0.5", "--episodes", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "51.9628" in out  # LP optimum at noise 0.3
+    assert "infeasible" in out and "2.0042" in out
+
+
+def test_train_writes_policy_set(tmp_path, capsys):
+    out = tmp_path / "ps.npz"
+    code = main(["train", "--eps", "0.03", "--delta", "0.3", "--seed", "3", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "policy set written" in text and "xi_hat" in text and "precondition" in text
+    ps = PolicySet.load(out)
+    assert ps.xi_hat > 0 and ps.n_policies >= 1
+    assert np.all(ps.cover_params > 0.1)
+
+
+def test_bad_arguments_exit_cleanly(tmp_path, capsys):
+    assert main(["train", "--safe-policy", "nonsense", "--out", str(tmp_path / "x")]) == 2
+    assert "--safe-policy 'nonsense'" in capsys.readouterr().err
+    assert main(["train", "--eps", "-1", "--no-progress", "--out", str(tmp_path / "y")]) == 2
