@@ -120,6 +120,8 @@ def gs_sweep_bound(gamma, rtol):
     # from v0 = 0: ||v_n - v*|| <= gamma^n ||v*||, so the rule fires once
     # gamma^(n-1) (1 + gamma) gamma / (1 - gamma) <= rtol (1 - gamma^n)
     target = rtol * (1.0 - gamma) / (4.0 * gamma)
+    if not target < 1.0:  # tiny (even denormal) gamma: the rule fires at once (also catches inf)
+        return 4
     return int(np.log(target) / np.log(gamma)) + 4
 
 

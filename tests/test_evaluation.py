@@ -353,3 +353,14 @@ def test_absorbing_start_state():
         assert ev.reward == 0.0 and ev.cost[0] == 0.0
         np.testing.assert_allclose(occupancy(M, [[1.0], [1.0]], method=method), [[0.0], [1.0]],
                                    atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [5e-324, 1e-300, 1e-12])
+def test_tiny_gamma_iterative(gamma):
+    """Regression (found by hypothesis): a denormal gamma overflowed the sweep cap."""
+    import numpy as np
+    from safemeta_fast import CMDP, evaluate
+
+    M = CMDP(np.ones((1, 1, 1)), [[2.0]], [[1.0]], 1.0, gamma, [1.0])
+    ev = evaluate(M, np.ones((1, 1)), method="iterative")
+    assert ev.reward == pytest.approx(2.0 / (1.0 - gamma), rel=1e-12)
