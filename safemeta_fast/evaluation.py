@@ -69,8 +69,23 @@ _SPARSE_MIN_STATES = 300
 # results
 # ---------------------------------------------------------------------------
 
+
+class CostCheck:
+    """Mixin for results with ``cost`` (K,) and ``cost_limit`` (K,): slack and feasibility."""
+
+    @property
+    def slack(self) -> np.ndarray:
+        """``cost_limit - cost``, shape (K,) (the paper's utility value ``V_g``)."""
+        return _readonly(self.cost_limit - self.cost)
+
+    @property
+    def feasible(self) -> bool:
+        """Whether ``cost[k] <= cost_limit[k]`` for every k."""
+        return bool(np.all(self.cost <= self.cost_limit))
+
+
 @dataclass(frozen=True, eq=False)
-class Evaluation:
+class Evaluation(CostCheck):
     """Exact discounted values of one policy (or mixture) from ``nu0``.
 
     Attributes
@@ -90,15 +105,6 @@ class Evaluation:
     cost_limit: np.ndarray
     method: str
 
-    @property
-    def slack(self) -> np.ndarray:
-        """``cost_limit - cost``, shape (K,) (the paper's utility value ``V_g``)."""
-        return _readonly(self.cost_limit - self.cost)
-
-    @property
-    def feasible(self) -> bool:
-        """Whether ``cost[k] <= cost_limit[k]`` for every k."""
-        return bool(np.all(self.cost <= self.cost_limit))
 
 
 @dataclass(frozen=True, eq=False)

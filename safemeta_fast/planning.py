@@ -14,7 +14,7 @@ import numpy as np
 
 from .cmdp import CMDP, _readonly
 from .errors import ConvergenceError, SafeMetaError
-from .evaluation import _check_model, evaluate
+from .evaluation import CostCheck, _check_model, evaluate
 from .kernels import planning as _k
 
 __all__ = [
@@ -188,7 +188,7 @@ def value_iteration(M: CMDP, *, tol: float = 1e-8, max_iter: int = 100_000,
 # ---------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class PrimalDualResult:
+class PrimalDualResult(CostCheck):
     """Last iterate of the entropy-regularised primal-dual solver, exactly evaluated.
 
     Attributes
@@ -222,15 +222,6 @@ class PrimalDualResult:
     iterations: int
     sweeps: int
 
-    @property
-    def slack(self) -> np.ndarray:
-        """``cost_limit - cost``, shape (K,)."""
-        return _readonly(self.cost_limit - self.cost)
-
-    @property
-    def feasible(self) -> bool:
-        """Whether the returned policy meets every constraint exactly."""
-        return bool(np.all(self.cost <= self.cost_limit))
 
 
 def primal_dual(M: CMDP, *, beta: float = 0.1, eta_p: float | None = None, eta_xi: float = 0.1,
