@@ -66,7 +66,7 @@ def cmd_demo(args) -> int:
               f"{_fmt(pd.reward)} {_fmt(pd.cost[0], 8)} | {_fmt(ro.reward.mean())} {se:6.3f} "
               f"{_fmt(ro.cost[:, 0].mean(), 8)} | {lp_ms:7.1f} {pd_s:6.2f} "
               f"{args.episodes * args.horizon / ro_s / 1e6:11.1f}")
-    print("\nLP = exact occupancy LP (HiGHS via cvxpy); exact V_r = closed-form evaluation of the "
+    print("\nLP = exact occupancy LP (warm-started HiGHS); exact V_r = closed-form evaluation of the "
           "LP policy; GDA = entropy-regularised primal-dual (beta 0.1, 10^4 iterations); MC = "
           "rollouts of the LP policy (closed-form finish at the absorbing goal). Timings include "
           "numba compilation on the first row unless the cache is warm.")
