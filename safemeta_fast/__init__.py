@@ -5,6 +5,7 @@ exact evaluation, rollouts, value iteration, a primal-dual CMDP solver, occupanc
 in cvxpy, and the paper's gridworld.
 """
 
+from .adaptation import AdaptStep, Profile, SafeAdapter, TestLog, normalisation_of
 from .cmdp import CMDP
 from .evaluation import (
     Evaluation,
@@ -50,6 +51,11 @@ __all__ = [
     "PrimalDualResult",
     "rollout",
     "RolloutResult",
+    "SafeAdapter",
+    "TestLog",
+    "Profile",
+    "AdaptStep",
+    "normalisation_of",
     "SafeMetaError",
     "InfeasibleError",
     "OracleError",
