@@ -332,6 +332,23 @@ def pivot_windows(Dp: np.ndarray, eps: float):
     return order, pos, lo, hi
 
 
+def all_pivot_windows(Dp: np.ndarray, eps: float):
+    """Windows of every pivot key: (order, pos, lo, hi), each of shape (m, N).
+
+    Row p is :func:`pivot_windows` on ``Dp[:, p]``: ``order[p]`` sorts the tasks by their
+    distance to pivot p, ``pos[p]`` is its inverse and [lo[p, a], hi[p, a]) are the
+    sorted positions whose key is within eps (+ 1e-9) of position a's; by the triangle
+    inequality every eps-neighbour of a task lies in each of its m windows.
+    """
+    Dp = np.asarray(Dp, dtype=np.float64)
+    m = Dp.shape[1]
+    out = [np.empty((m, Dp.shape[0]), dtype=np.int64) for _ in range(4)]
+    for p in range(m):
+        for arr, row in zip(out, pivot_windows(Dp[:, p:p + 1], eps)):
+            arr[p] = row
+    return tuple(out)
+
+
 def neighbours_within(tasks, eps: float, *, n_pivots: int = 4,
                       block_entries: int = 20_000_000) -> Neighbours:
     """All pairs with ``d(i, j) <= eps``, exactly, with pivot pruning.
