@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cmdp import _readonly
 from .distance import (
     PIVOT_TOL,
     Neighbours,
@@ -57,12 +58,6 @@ __all__ = [
     "stopping_value",
     "build_cover",
 ]
-
-
-def _readonly(a) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    a.setflags(write=False)
-    return a
 
 
 def _check_delta(delta) -> float:

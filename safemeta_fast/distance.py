@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import CMDP
+from .cmdp import CMDP, _readonly
 from .kernels.distance import (
     compact_pairs,
     distances_to,
@@ -46,12 +46,6 @@ __all__ = [
 
 #: Slack added to pivot bounds so floating-point rounding can never change a neighbour set.
 PIVOT_TOL = 1e-9
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    a.setflags(write=False)
-    return a
 
 
 @dataclass(frozen=True, eq=False)
