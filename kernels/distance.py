@@ -42,8 +42,8 @@ def _max_abs_diff(x, i, j, m):
 
 
 @njit(cache=True)
-def pair_distance_sparse(i, j, r, c, nu, group, lptr, goff, gnxt, base, prob, bound):
-    """SPEC section 3 distance between stacked tasks i and j (early exit above ``bound``)."""
+def _head_distance(i, j, r, c, nu, bound):
+    """max(max|r_i - r_j|, max|c_i - c_j|, TV(nu_i, nu_j)), stopping early above ``bound``."""
     m = _max_abs_diff(r, i, j, 0.0)
     if m > bound:
         return m
@@ -55,6 +55,13 @@ def pair_distance_sparse(i, j, r, c, nu, group, lptr, goff, gnxt, base, prob, bo
         s += abs(nu[i, e] - nu[j, e])
     if 0.5 * s > m:
         m = 0.5 * s
+    return m
+
+
+@njit(cache=True)
+def pair_distance_sparse(i, j, r, c, nu, group, lptr, goff, gnxt, base, prob, bound):
+    """SPEC section 3 distance between stacked tasks i and j (early exit above ``bound``)."""
+    m = _head_distance(i, j, r, c, nu, bound)
     if m > bound:
         return m
     gi = group[i]
@@ -151,17 +158,7 @@ def distances_to(t, targets, r, c, nu, group, lptr, goff, gnxt, base, prob, boun
 @njit(cache=True)
 def pair_distance_dense(i, j, r, c, nu, P, bound):
     """SPEC section 3 distance from stacked dense arrays (early exit above ``bound``)."""
-    m = _max_abs_diff(r, i, j, 0.0)
-    if m > bound:
-        return m
-    m = _max_abs_diff(c, i, j, m)
-    if m > bound:
-        return m
-    s = 0.0
-    for e in range(nu.shape[1]):
-        s += abs(nu[i, e] - nu[j, e])
-    if 0.5 * s > m:
-        m = 0.5 * s
+    m = _head_distance(i, j, r, c, nu, bound)
     if m > bound:
         return m
     n_rows = P.shape[1]
