@@ -390,6 +390,39 @@ def _far_apart(j, c, lim, use_params, theta, scale, Dp):
 
 
 @njit(cache=True)
+def _exact_still_current(t, k, xstamp, xval, ub, chosen, lim2, use_params, theta, scale, Dp):
+    """Whether t's exact count from pick xstamp[t] is still exact at pick k.
+
+    It is when no pick since then came within 2 eps of t (then none removed a task
+    from t's neighbourhood); xstamp[t] is advanced to k. A stale count is dropped
+    (xstamp[t] = -1) and False returned.
+    """
+    if xstamp[t] < 0 or ub[t] != xval[t]:
+        return False
+    for q in range(xstamp[t], k):
+        if not _far_apart(t, chosen[q], lim2, use_params, theta, scale, Dp):
+            xstamp[t] = -1
+            return False
+    xstamp[t] = k
+    return True
+
+
+@njit(cache=True)
+def _refresh_window_bound(t, k, wstamp, ub, wpiv, fws, pos, lo, hi, tree, size):
+    """Refresh t's window bound once per pick; True if it lowered t's key in the tree."""
+    if wstamp[t] == k:
+        return False
+    wstamp[t] = k
+    b, bp = _window_bound(t, fws, pos, lo, hi)
+    if b < ub[t]:
+        ub[t] = b
+        wpiv[t] = bp
+        _tree_update(tree, size, ub, t)
+        return True
+    return False
+
+
+@njit(cache=True)
 def greedy_lazy(order, pos, lo, hi, eps, tol, use_params, theta, scale, Dp, r, c, nu, group,
                 lptr, goff, gnxt, base, prob, max_uncovered, chosen, covered, batch_size=8,
                 par_min=2048):
@@ -519,25 +552,10 @@ def greedy_lazy(order, pos, lo, hi, eps, tol, use_params, theta, scale, Dp, r, c
             have_exact = False
             _tree_update(tree, size, ub, j)
             continue
-        if xstamp[j] >= 0 and ub[j] == xval[j]:
-            # an exact count of an earlier round: still exact if no pick since came near
-            still = True
-            for q in range(xstamp[j], k):
-                if not _far_apart(j, chosen[q], lim2, use_params, theta, scale, Dp):
-                    still = False
-                    break
-            if still:
-                xstamp[j] = k
-                continue
-            xstamp[j] = -1
-        if wstamp[j] != k:
-            wstamp[j] = k
-            b, bp = _window_bound(j, fws, pos, lo, hi)
-            if b < ub[j]:
-                ub[j] = b
-                wpiv[j] = bp
-                _tree_update(tree, size, ub, j)
-                continue
+        if _exact_still_current(j, k, xstamp, xval, ub, chosen, lim2, use_params, theta, scale, Dp):
+            continue
+        if _refresh_window_bound(j, k, wstamp, ub, wpiv, fws, pos, lo, hi, tree, size):
+            continue
         # j holds its current window bound and is on top: count exactly
         if not have_exact:
             # the round's first exact count: alone, parallel over the window
@@ -564,24 +582,11 @@ def greedy_lazy(order, pos, lo, hi, eps, tol, use_params, theta, scale, Dp, r, c
             t = tree[1]
             if t < 0 or ub[t] <= 0 or xstamp[t] == k:
                 break
-            if xstamp[t] >= 0 and ub[t] == xval[t]:
-                still = True
-                for q in range(xstamp[t], k):
-                    if not _far_apart(t, chosen[q], lim2, use_params, theta, scale, Dp):
-                        still = False
-                        break
-                if still:
-                    xstamp[t] = k  # exact and current: it ends the batch
-                    break
-                xstamp[t] = -1
-            if wstamp[t] != k:
-                wstamp[t] = k
-                bt, bp = _window_bound(t, fws, pos, lo, hi)
-                if bt < ub[t]:
-                    ub[t] = bt
-                    wpiv[t] = bp
-                    _tree_update(tree, size, ub, t)
-                    continue
+            if _exact_still_current(t, k, xstamp, xval, ub, chosen, lim2, use_params, theta,
+                                    scale, Dp):
+                break  # exact and current: it ends the batch
+            if _refresh_window_bound(t, k, wstamp, ub, wpiv, fws, pos, lo, hi, tree, size):
+                continue
             pt = wpiv[t]
             at = pos[pt, t]
             batch[nb] = t
