@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .cmdp import CMDP, _readonly
+from .cmdp import CMDP, _check_finite, _readonly
 from .errors import InfeasibleError, OracleError
 
 __all__ = [
@@ -505,10 +505,7 @@ def _check_margin(margin, K: int) -> np.ndarray:
         arr = np.full(K, float(arr))
     if arr.shape != (K,):
         raise ValueError(f"margin must be a scalar or have shape (K,) = ({K},); got {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"margin[{i}] is {float(arr[i])!r}; it must be finite")
+    _check_finite("margin", arr)
     return arr
 
 

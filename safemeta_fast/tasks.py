@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from .cmdp import CMDP
+from .cmdp import CMDP, _check_finite
 from .seeding import resolve_seed
 
 __all__ = [
@@ -43,10 +43,7 @@ def _vector(name: str, x, d: int | None = None) -> np.ndarray:
             arr = np.full(d, arr[0])
         if arr.size != d:
             raise ValueError(f"{name} must have {d} entries (one per parameter); got {arr.size}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name}[{i}] is {arr[i]}; it must be finite")
+    _check_finite(name, arr)
     return arr
 
 
