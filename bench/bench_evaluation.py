@@ -24,8 +24,9 @@ from safemeta_fast.evaluation import evaluate, evaluate_many, occupancy
 from tests.strategies import random_policy
 from tests.twins import evaluate_dense
 
+from ._twins import dense_twin_too_big
+
 SIZES = (7, 50, 100)
-TWIN_MAX_BYTES = 2 * 1024**3
 
 
 @pytest.fixture(scope="module", params=SIZES, ids=lambda n: f"{n}x{n}")
@@ -34,10 +35,6 @@ def task(request):
     M = gridworld(0.3, n)
     pi = random_policy(np.random.default_rng(n), M.n_states, M.n_actions)
     return n, M, pi
-
-
-def _dense_bytes(M) -> int:
-    return M.n_states * M.n_actions * M.n_states * 8
 
 
 @pytest.mark.parametrize("method", ["auto", "dense", "iterative", "sparse"])
@@ -51,17 +48,15 @@ def test_evaluate_kernel(benchmark, task, method):
     assert res.reward == ev.reward
     benchmark.extra_info["solver"] = res.method
     benchmark.extra_info["states"] = M.n_states
-    if _dense_bytes(M) > TWIN_MAX_BYTES:
-        benchmark.extra_info["twin"] = (
-            f"skipped: dense P needs {_dense_bytes(M) / 1024**3:.1f} GB > 2 GB"
-        )
+    if dense_twin_too_big(M):
+        benchmark.extra_info["twin"] = f"skipped: {dense_twin_too_big(M)}"
 
 
 def test_evaluate_twin(benchmark, task):
     n, M, pi = task
     benchmark.group = f"evaluate {n}x{n}"
-    if _dense_bytes(M) > TWIN_MAX_BYTES:
-        pytest.skip(f"dense twin needs {_dense_bytes(M) / 1024**3:.1f} GB > 2 GB")
+    if dense_twin_too_big(M):
+        pytest.skip(dense_twin_too_big(M))
     P, r, c, nu0 = np.asarray(M.P), np.asarray(M.r), np.asarray(M.c), np.asarray(M.nu0)
     rounds = 3 if n > 10 else 20
     vr, _, _ = benchmark.pedantic(evaluate_dense, args=(P, r, c, nu0, M.gamma, pi),

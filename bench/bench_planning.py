@@ -20,17 +20,14 @@ from safemeta_fast.envs import gridworld
 from safemeta_fast.planning import primal_dual, value_iteration
 from tests.twins import primal_dual_dense, value_iteration_dense
 
-TWIN_MAX_BYTES = 2 * 1024**3
+from ._twins import dense_twin_too_big
+
 
 
 @pytest.fixture(scope="module", params=(7, 50, 100), ids=lambda n: f"{n}x{n}")
 def task(request):
     n = request.param
     return n, gridworld(0.3, n)
-
-
-def _dense_bytes(M) -> int:
-    return M.n_states * M.n_actions * M.n_states * 8
 
 
 def test_value_iteration_kernel(benchmark, task):
@@ -40,17 +37,15 @@ def test_value_iteration_kernel(benchmark, task):
     res = benchmark(value_iteration, M, tol=1e-8)
     benchmark.extra_info["iterations"] = res.iterations
     benchmark.extra_info["error_bound"] = res.error_bound
-    if _dense_bytes(M) > TWIN_MAX_BYTES:
-        benchmark.extra_info["twin"] = (
-            f"skipped: dense P needs {_dense_bytes(M) / 1024**3:.1f} GB > 2 GB"
-        )
+    if dense_twin_too_big(M):
+        benchmark.extra_info["twin"] = f"skipped: {dense_twin_too_big(M)}"
 
 
 def test_value_iteration_twin(benchmark, task):
     n, M = task
     benchmark.group = f"value_iteration {n}x{n}"
-    if _dense_bytes(M) > TWIN_MAX_BYTES:
-        pytest.skip(f"dense twin needs {_dense_bytes(M) / 1024**3:.1f} GB > 2 GB")
+    if dense_twin_too_big(M):
+        pytest.skip(dense_twin_too_big(M))
     P, r = np.asarray(M.P), np.asarray(M.r)
     rounds = 1 if n > 10 else 10
     v, _ = benchmark.pedantic(value_iteration_dense, args=(P, r, M.gamma),
