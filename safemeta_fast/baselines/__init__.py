@@ -1,0 +1,10 @@
+"""Comparison methods of the paper's gridworld experiment (BASELINES.md), one module each.
+
+Every method takes a known tabular test task, its start policy and an episode budget,
+learns from sampled episodes only, and returns a :class:`BaselineLog` with the exact
+values of every deployed policy (the audit of SPEC section 6).
+"""
+
+from .common import BaselineLog, block_values
+
+__all__ = ["BaselineLog", "block_values"]
