@@ -116,3 +116,23 @@ def test_ask_tell_twin(benchmark, setup):
     twin = benchmark.pedantic(go, rounds=3, iterations=1)
     assert twin.k == N_ASK
     _per_episode(benchmark, N_ASK)
+
+
+@pytest.fixture(scope="module")
+def paper_tasks():
+    from safemeta_fast.envs import PAPER_TEST_NOISES
+
+    return [gridworld(x) for x in PAPER_TEST_NOISES]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_ten_paper_tasks(benchmark, setup, paper_tasks, threads):
+    """The 10 paper test tasks, K = 40,000, one seed each, through ``run_tasks``
+    (tables, exact values and LP optimum per task included). Target < 5 s on 2 cores."""
+    benchmark.group = "adaptation 10 paper tasks"
+    ps, _ = setup
+    ad = SafeAdapter(ps, profile="reference", n_episodes=K_EP, horizon=H, seed=0)
+    refs = [50.0] * len(paper_tasks)  # V* does not change the work; skip the 10 LPs
+    ad.run_tasks(paper_tasks[:2], regret_references=refs[:2], threads=threads)  # warm
+    benchmark.extra_info["threads"] = threads
+    benchmark(ad.run_tasks, paper_tasks, regret_references=refs, threads=threads)

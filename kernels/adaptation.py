@@ -284,7 +284,7 @@ def draw_component(seed, episode, alpha):
     return _draw(x, thr_i, alias)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_fused(seed, n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
               istate, fstate, elim_at,
               nu_thr, nu_alias, state_info, rec, bucket_state, r_flat, c_flat, r_abs, c_abs,

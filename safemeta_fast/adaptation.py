@@ -734,9 +734,71 @@ class SafeAdapter:
         return self._run(M_test, seeds, exact, regret_reference, bool(stop_on_violation), tol,
                          bool(closed_form), parallel=bool(parallel))
 
-    def _run(self, M, seeds, exact, regret_reference, stop, tol, closed_form, parallel):
-        ps = self.policy_set
-        n, K, B, N = ps.n_policies, ps.n_constraints, seeds.size, self.n_episodes
+    def run_tasks(self, tasks, *, seeds=None, regret_references=None, exact=True,
+                  stop_on_violation=False, violation_tol=1e-9, closed_form=True,
+                  threads=None) -> list:
+        """:meth:`run` on several test tasks (and seeds), one run per worker thread.
+
+        Parameters
+        ----------
+        tasks : sequence of CMDP
+        seeds : sequence of int, optional
+            Seeds run on every task; default ``[adapter seed]``.
+        regret_references : sequence of float, optional
+            One V* per task (default: each task's LP optimum, see :meth:`run`).
+        threads : int, optional
+            Worker threads (default: ``numba.get_num_threads()``). The fused kernel
+            releases the GIL, so runs proceed in parallel; every run owns its arrays and
+            its random streams, so results do not depend on ``threads``.
+
+        Returns
+        -------
+        list of list of TestLog
+            ``logs[i][j]`` is task i with seed j, equal bit for bit to
+            ``SafeAdapter(..., seed=seeds[j]).run(tasks[i], ...)``.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        import numba
+
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError("tasks is empty; pass at least one CMDP")
+        for i, M in enumerate(tasks):
+            try:
+                self._check_model(M, exact)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"tasks[{i}]: {exc}") from None
+        tol = _check_real("violation_tol", violation_tol, 0.0)
+        if stop_on_violation and not exact:
+            raise ValueError("stop_on_violation=True needs exact=True")
+        seeds = [self.seed] if seeds is None else [resolve_seed(int(s)) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds is empty; pass at least one seed")
+        if regret_references is None:
+            refs = [None] * len(tasks)
+        else:
+            refs = list(regret_references)
+            if len(refs) != len(tasks):
+                raise ValueError(f"regret_references has {len(refs)} entries for {len(tasks)} tasks")
+        n_threads = numba.get_num_threads() if threads is None else _check_int("threads", threads, 1)
+        preps = [self._prepare(M, exact, ref) for M, ref in zip(tasks, refs)]
+        units = [(i, j, s) for i in range(len(tasks)) for j, s in enumerate(seeds)]
+
+        def work(unit):
+            i, _, s = unit
+            return self._execute(preps[i], s, bool(stop_on_violation), tol, bool(closed_form))
+
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            outs = list(pool.map(work, units))
+        logs = [[None] * len(seeds) for _ in tasks]
+        for (i, j, s), out in zip(units, outs):
+            logs[i][j] = self._log_of(preps[i], out, s, tol)
+        return logs
+
+    def _prepare(self, M, exact, regret_reference):
+        """Per-task inputs of the fused kernel: tables, exact values, V*."""
+        n, K = self.policy_set.n_policies, self.policy_set.n_constraints
         if exact:
             ex_r, ex_c = self._exact_values(M)
             if regret_reference is None:
@@ -749,39 +811,59 @@ class SafeAdapter:
             ex_r = np.full(n + 1, np.nan)
             ex_c = np.full((n + 1, K), np.nan)
             vstar = None
-        tabs = self._tables(M)
-        ist = np.zeros((B, _k.N_ISTATE), dtype=np.int64)
-        fst = np.zeros((B, _k.F_SUM_C + 2 * K))
-        elim = np.zeros((B, n), dtype=np.int64)
+        return {"M": M, "exact": exact, "ex_r": ex_r, "ex_c": ex_c, "vstar": vstar,
+                "tabs": self._tables(M)}
+
+    def _fresh_outputs(self, B):
+        ps = self.policy_set
+        n, K, N = ps.n_policies, ps.n_constraints, self.n_episodes
+        o = {"ist": np.zeros((B, _k.N_ISTATE), dtype=np.int64),
+             "fst": np.zeros((B, _k.F_SUM_C + 2 * K)),
+             "elim": np.zeros((B, n), dtype=np.int64),
+             "r": np.zeros((B, N)), "c": np.zeros((B, N, K)),
+             "comp": np.zeros((B, N), dtype=np.int64), "cand": np.zeros((B, N), dtype=np.int64),
+             "alpha": np.zeros((B, N)), "stage": np.zeros((B, N), dtype=np.int64),
+             "event": np.zeros((B, N), dtype=np.int64),
+             "er": np.zeros((B, N)), "ec": np.zeros((B, N, K)),
+             "status": np.zeros(B, dtype=np.int64), "done": np.zeros(B, dtype=np.int64)}
         for b in range(B):
-            _k.init_state(ist[b], fst[b], elim[b], self._u, self._params)
-        o_r, o_c = np.zeros((B, N)), np.zeros((B, N, K))
-        o_comp, o_cand = np.zeros((B, N), dtype=np.int64), np.zeros((B, N), dtype=np.int64)
-        o_alpha, o_stage = np.zeros((B, N)), np.zeros((B, N), dtype=np.int64)
-        o_event = np.zeros((B, N), dtype=np.int64)
-        o_er, o_ec = np.zeros((B, N)), np.zeros((B, N, K))
-        status = np.zeros(B, dtype=np.int64)
-        done = np.zeros(B, dtype=np.int64)
-        common = (self._u, self._v, self._u_s, self._v_s, self._b, self._inv_c, self._params)
-        if parallel:
-            _k.run_fused_batch(seeds, N, *common, ist, fst, elim, *tabs, closed_form, ex_r, ex_c,
-                               stop, tol, o_r, o_c, o_comp, o_cand, o_alpha, o_stage, o_event,
-                               o_er, o_ec, status, done)
-        else:
-            for b in range(B):
-                status[b], done[b] = _k.run_fused(
-                    int(seeds[b]), N, *common, ist[b], fst[b], elim[b], *tabs, closed_form,
-                    ex_r, ex_c, stop, tol, o_r[b], o_c[b], o_comp[b], o_cand[b], o_alpha[b],
-                    o_stage[b], o_event[b], o_er[b], o_ec[b])
-        logs = []
-        for b in range(B):
-            d = int(done[b])
-            logs.append(self._make_log(
-                d, o_cand[b, :d], o_alpha[b, :d], o_comp[b, :d], o_stage[b, :d], o_event[b, :d],
-                o_r[b, :d], o_c[b, :d], elim[b], o_er[b, :d] if exact else None,
-                o_ec[b, :d] if exact else None, vstar, M if exact else None,
-                status[b] == _k.STATUS_STOPPED, tol, seed=int(seeds[b])))
-        return logs
+            _k.init_state(o["ist"][b], o["fst"][b], o["elim"][b], self._u, self._params)
+        return o
+
+    def _common(self):
+        return (self._u, self._v, self._u_s, self._v_s, self._b, self._inv_c, self._params)
+
+    def _execute(self, prep, seed, stop, tol, closed_form):
+        """One fused run (releases the GIL); returns its output arrays (leading axis 1)."""
+        o = self._fresh_outputs(1)
+        o["status"][0], o["done"][0] = _k.run_fused(
+            int(seed), self.n_episodes, *self._common(), o["ist"][0], o["fst"][0], o["elim"][0],
+            *prep["tabs"], closed_form, prep["ex_r"], prep["ex_c"], stop, tol, o["r"][0],
+            o["c"][0], o["comp"][0], o["cand"][0], o["alpha"][0], o["stage"][0], o["event"][0],
+            o["er"][0], o["ec"][0])
+        return o
+
+    def _log_of(self, prep, o, seed, tol, b=0):
+        d = int(o["done"][b])
+        exact = prep["exact"]
+        return self._make_log(
+            d, o["cand"][b, :d], o["alpha"][b, :d], o["comp"][b, :d], o["stage"][b, :d],
+            o["event"][b, :d], o["r"][b, :d], o["c"][b, :d], o["elim"][b],
+            o["er"][b, :d] if exact else None, o["ec"][b, :d] if exact else None,
+            prep["vstar"], prep["M"] if exact else None, o["status"][b] == _k.STATUS_STOPPED,
+            tol, seed=int(seed))
+
+    def _run(self, M, seeds, exact, regret_reference, stop, tol, closed_form, parallel):
+        prep = self._prepare(M, exact, regret_reference)
+        if not parallel:
+            return [self._log_of(prep, self._execute(prep, s, stop, tol, closed_form), s, tol)
+                    for s in seeds]
+        o = self._fresh_outputs(seeds.size)
+        _k.run_fused_batch(seeds, self.n_episodes, *self._common(), o["ist"], o["fst"], o["elim"],
+                           *prep["tabs"], closed_form, prep["ex_r"], prep["ex_c"], stop, tol,
+                           o["r"], o["c"], o["comp"], o["cand"], o["alpha"], o["stage"],
+                           o["event"], o["er"], o["ec"], o["status"], o["done"])
+        return [self._log_of(prep, o, s, tol, b) for b, s in enumerate(seeds)]
 
     def _make_log(self, d, cand, alpha, comp, stage, event, R, C, elim, ex_r, ex_c, vstar, M,
                   stopped, tol, seed=None):

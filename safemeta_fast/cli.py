@@ -9,6 +9,9 @@ demo
 train
     Training phase (paper Algorithm 1) on the paper's gridworld family; writes a
     PolicySet artifact.
+test
+    Test-time phase (paper Algorithm 2) of a saved PolicySet on gridworld test tasks;
+    prints regret, final alpha, eliminations and the exact safety audit.
 """
 
 from __future__ import annotations
@@ -123,6 +126,92 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_test(args) -> int:
+    import warnings
+
+    from .adaptation import SafeAdapter, normalisation_of
+    from .envs import PAPER_TEST_NOISES, gridworld
+    from .planning import primal_dual
+    from .policyset import PolicySet
+
+    ps = PolicySet.load(args.policy_set)
+    side = int(round(ps.n_states ** 0.5))
+    if side * side != ps.n_states:
+        raise ValueError(f"the policy set has {ps.n_states} states; the gridworld test tasks "
+                         "need a square number")
+    noises = PAPER_TEST_NOISES if args.noise is None else args.noise
+    tasks = [gridworld(x, size=side) for x in noises]
+    extra = {}
+    if args.profile == "paper":
+        extra = normalisation_of(tasks[0])
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ad = SafeAdapter(ps, profile=args.profile, n_episodes=args.episodes, horizon=args.horizon,
+                         seed=args.seed, strict=not args.no_strict, **extra)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    refs = None
+    if args.regret_reference == "primal_dual":
+        refs = [primal_dual(M, beta=0.1).reward for M in tasks]
+    t0 = time.perf_counter()
+    logs = ad.run_tasks(tasks, seeds=seeds, regret_references=refs,
+                        stop_on_violation=args.stop_on_violation)
+    seconds = time.perf_counter() - t0
+    total_viol = 0
+    finals = []
+    for x, row in zip(noises, logs):
+        for log in row:
+            print(f"--- test noise {x:.8f}, seed {log.seed} ---")
+            print(log.summary())
+            total_viol += log.violations
+            finals.append(log.final_regret)
+    ref_name = "LP optimum" if refs is None else "primal-dual (beta 0.1) value"
+    print(f"\n{len(finals)} runs ({len(noises)} tasks x {len(seeds)} seeds), K = {args.episodes}, "
+          f"profile {args.profile}; regret reference: {ref_name}")
+    if len(finals) > 1:
+        q10, q90 = np.quantile(finals, [0.1, 0.9])
+        print(f"final regret: mean {np.mean(finals):.1f}, 10-90% band {q10:.1f} .. {q90:.1f}")
+    if total_viol:
+        print(f"!!! {total_viol} deployed mixtures in total had exact cost above the limit !!!")
+    else:
+        print("no deployed mixture had exact cost above the limit")
+    print(f"time: {seconds:.2f} s for the runs")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .experiments.paper import METHODS, PaperConfig, format_summary, run_paper
+
+    methods = tuple(args.methods) if args.methods else tuple(METHODS)
+    chosen = {"methods": methods, "n_tasks": args.tasks, "n_episodes": args.episodes,
+              "n_seeds": args.seeds, "seed": args.seed, "warmup": args.warmup,
+              "horizon": args.horizon}
+    if args.quick:
+        cfg = PaperConfig.quick_preset(**chosen)
+    else:
+        cfg = PaperConfig(**{k: v for k, v in chosen.items() if v is not None})
+    out = args.out or ("safemeta_quick" if args.quick else "safemeta_paper")
+    print(f"paper experiment -> {out}: methods {', '.join(cfg.methods)}; {cfg.n_tasks} tasks, "
+          f"K = {cfg.n_episodes}, {cfg.n_seeds} seed(s), base seed {cfg.seed}, DOPE/DOPE+ "
+          f"warm-up {cfg.resolved_warmup}{' (quick)' if cfg.quick else ''}")
+    try:
+        run = run_paper(cfg, out, jobs=args.jobs, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished units are kept in {out}; run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
+    print()
+    print(format_summary(run.summary))
+    s = run.seconds
+    print(f"\nunits run now: {run.n_run}, skipped (already finished): {run.n_skipped}, failed: "
+          f"{len(run.failures)}; time: prepare {s['prepare']:.1f} s, units {s['units']:.1f} s, "
+          f"aggregate {s['aggregate']:.1f} s, total {s['total']:.1f} s")
+    print(f"outputs in {run.out}: config.json, tasks.json, policyset.npz, runs/, summary.json, "
+          f"summary.csv, {', '.join(run.summary.get('figures', []))}")
+    return 1 if run.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="safemeta", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -149,6 +238,41 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="policyset.npz")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
+    e = sub.add_parser("test", help="test-time phase (Algorithm 2) of a saved policy set")
+    e.add_argument("--policy-set", required=True, help="a PolicySet .npz written by 'train'")
+    e.add_argument("--noise", type=float, nargs="+", default=None,
+                   help="test-task noise levels (default: the 10 paper test tasks)")
+    e.add_argument("--profile", choices=["paper", "reference", "pce"], default="reference")
+    e.add_argument("--episodes", type=int, default=40_000)
+    e.add_argument("--horizon", type=int, default=600)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seeds", type=int, default=1, help="number of seeds per task, from --seed")
+    e.add_argument("--regret-reference", choices=["lp", "primal_dual"], default="lp",
+                   help="V* of the regret: exact LP optimum or the authors' primal-dual value")
+    e.add_argument("--no-strict", action="store_true",
+                   help="paper profile: run even when its preconditions fail (no guarantee)")
+    e.add_argument("--stop-on-violation", action="store_true")
+    e.set_defaults(func=cmd_test)
+    rp = sub.add_parser("reproduce", help="the paper's gridworld experiment (Figure 2): every "
+                                          "method, run folder, summary and figures")
+    rp.add_argument("--quick", action="store_true",
+                    help="3 tasks, K = 5,000, 1 seed, every method (about a minute)")
+    rp.add_argument("--methods", nargs="+", default=None,
+                    help="subset of: safe_pce safe_pce_paper pce safe_meta_rl dope_plus lb_sgd "
+                         "dope safe_policy (default: all)")
+    rp.add_argument("--tasks", type=int, default=None, help="first N paper test tasks (1..10)")
+    rp.add_argument("--episodes", type=int, default=None, help="episodes K per run")
+    rp.add_argument("--seeds", type=int, default=None, help="runs per (method, task)")
+    rp.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
+    rp.add_argument("--warmup", type=int, default=None,
+                    help="DOPE+/DOPE warm-up episodes (default 18,000/40,000 of K)")
+    rp.add_argument("--horizon", type=int, default=None, help="episode length (default 600)")
+    rp.add_argument("--out", default=None,
+                    help="run folder (default safemeta_quick or safemeta_paper); finished units "
+                         "in it are skipped")
+    rp.add_argument("--jobs", type=int, default=2, help="worker processes")
+    rp.add_argument("--no-progress", action="store_true")
+    rp.set_defaults(func=cmd_reproduce)
     return p
 
 

@@ -449,6 +449,28 @@ def test_run_seeds_deterministic_across_threads(pset):
         assert a.seed == s
 
 
+def test_run_tasks_equals_single_runs_for_any_thread_count(pset):
+    tasks = [gridworld(x) for x in (0.27, 0.33)]
+    ad = SafeAdapter(pset, profile="reference", n_episodes=3000, seed=0)
+    refs = [50.0, 49.0]
+    one = ad.run_tasks(tasks, seeds=[1, 2, 1], regret_references=refs, threads=1)
+    two = ad.run_tasks(tasks, seeds=[1, 2, 1], regret_references=refs, threads=2)
+    for i, M in enumerate(tasks):
+        for j, s in enumerate((1, 2, 1)):
+            c = SafeAdapter(pset, profile="reference", n_episodes=3000, seed=s).run(
+                M, regret_reference=refs[i])
+            for x in (two[i][j], c):
+                for name in ("reward", "cost", "candidate", "alpha", "exact_cost", "regret"):
+                    assert np.array_equal(getattr(one[i][j], name), getattr(x, name)), name
+            assert one[i][j].seed == s
+    with pytest.raises(ValueError, match="regret_references has 1 entries for 2 tasks"):
+        ad.run_tasks(tasks, regret_references=[1.0])
+    with pytest.raises(TypeError, match=r"tasks\[1\]"):
+        ad.run_tasks([tasks[0], "grid"])
+    with pytest.raises(ValueError, match="tasks is empty"):
+        ad.run_tasks([])
+
+
 # ---------------------------------------------------------------------------
 # paper profile preconditions and validation
 # ---------------------------------------------------------------------------

@@ -31,3 +31,25 @@ def test_bad_arguments_exit_cleanly(tmp_path, capsys):
     assert main(["train", "--safe-policy", "nonsense", "--out", str(tmp_path / "x")]) == 2
     assert "--safe-policy 'nonsense'" in capsys.readouterr().err
     assert main(["train", "--eps", "-1", "--no-progress", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_test_command_runs_the_test_phase(tmp_path, capsys):
+    out = tmp_path / "ps.npz"
+    assert main(["train", "--eps", "0.03", "--delta", "0.3", "--seed", "3", "--no-progress",
+                 "--verify", "cover", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["test", "--policy-set", str(out), "--noise", "0.3", "0.34", "--profile",
+                 "reference", "--episodes", "3000", "--seeds", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("--- test noise") == 4
+    assert "cumulative regret" in text and "final alpha" in text and "eliminations" in text
+    assert "4 runs (2 tasks x 2 seeds)" in text
+    assert ("no deployed mixture had exact cost above the limit" in text) or ("!!!" in text)
+    # the paper profile refuses to run when its preconditions fail, unless told otherwise
+    assert main(["test", "--policy-set", str(out), "--noise", "0.3", "--profile", "paper",
+                 "--episodes", "500"]) == 1
+    assert "SafetyAssumptionError" in capsys.readouterr().err
+    assert main(["test", "--policy-set", str(out), "--noise", "0.3", "--profile", "paper",
+                 "--episodes", "500", "--no-strict"]) == 0
+    assert "guarantee does not apply" in capsys.readouterr().out
+    assert main(["test", "--policy-set", str(tmp_path / "missing.npz")]) in (1, 2)
