@@ -6,5 +6,6 @@ values of every deployed policy (the audit of SPEC section 6).
 """
 
 from .common import BaselineLog, block_values
+from .safe_meta_rl import SafeMetaRLStep, safe_meta_rl, safe_meta_rl_step
 
-__all__ = ["BaselineLog", "block_values"]
+__all__ = ["BaselineLog", "block_values", "safe_meta_rl", "safe_meta_rl_step", "SafeMetaRLStep"]
