@@ -6,6 +6,26 @@ values of every deployed policy (the audit of SPEC section 6).
 """
 
 from .common import BaselineLog, block_values
+from .lb_sgd import (
+    GradientEstimate,
+    default_smoothness,
+    lb_sgd,
+    lb_sgd_schedule,
+    lb_start_policy,
+    policy_gradient_batch,
+)
 from .safe_meta_rl import SafeMetaRLStep, safe_meta_rl, safe_meta_rl_step
 
-__all__ = ["BaselineLog", "block_values", "safe_meta_rl", "safe_meta_rl_step", "SafeMetaRLStep"]
+__all__ = [
+    "BaselineLog",
+    "block_values",
+    "safe_meta_rl",
+    "safe_meta_rl_step",
+    "SafeMetaRLStep",
+    "lb_sgd",
+    "lb_sgd_schedule",
+    "lb_start_policy",
+    "policy_gradient_batch",
+    "GradientEstimate",
+    "default_smoothness",
+]
