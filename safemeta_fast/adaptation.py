@@ -50,7 +50,6 @@ Choices where SPEC is silent (documented, also listed in the module's tests):
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -64,6 +63,7 @@ from .policy import Mixture
 from .policyset import PolicySet
 from .rollout import _MAX_ENTRIES, _alias_table, _tail
 from .seeding import resolve_seed
+from .validation import check_int, check_real
 
 __all__ = [
     "Profile",
@@ -384,27 +384,6 @@ class TestLog:
         return "\n".join(lines)
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} is {int(value)}; it must be >= {minimum}")
-    return int(value)
-
-
-def _check_real(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} is {x}; it must be finite")
-    if lo is not None and (x <= lo if lo_open else x < lo):
-        raise ValueError(f"{name} is {x}; it must be {'>' if lo_open else '>='} {lo}")
-    if hi is not None and (x >= hi if hi_open else x > hi):
-        raise ValueError(f"{name} is {x}; it must be {'<' if hi_open else '<='} {hi}")
-    return x
-
-
 class SafeAdapter:
     """The test-time phase of the paper (Algorithm 2), by ask/tell or fused.
 
@@ -470,17 +449,17 @@ class SafeAdapter:
         ps = policy_set
         self.policy_set = ps
         self.profile = profile
-        self.n_episodes = _check_int("n_episodes", n_episodes, 1)
-        self.delta = _check_real("delta", ps.delta if delta is None else delta, 0.0, 1.0,
+        self.n_episodes = check_int("n_episodes", n_episodes, 1)
+        self.delta = check_real("delta", ps.delta if delta is None else delta, 0.0, 1.0,
                                  lo_open=True, hi_open=True)
         if horizon is None:
             horizon = profile.horizon if profile.horizon is not None else 600
-        self.horizon = _check_int("horizon", horizon, 1)
+        self.horizon = check_int("horizon", horizon, 1)
         self.seed = resolve_seed(seed)
         gamma = ps.gamma
         K = ps.n_constraints
         if profile.fixed_alpha is not None:
-            _check_real("profile.fixed_alpha", profile.fixed_alpha, 0.0, 1.0)
+            check_real("profile.fixed_alpha", profile.fixed_alpha, 0.0, 1.0)
         # scales
         if profile.normalised:
             if reward_range is None or utility_scale is None:
@@ -488,7 +467,7 @@ class SafeAdapter:
                     f"profile {profile.name!r} works on the normalised scale: pass reward_range "
                     "and utility_scale (e.g. **normalisation_of(M_train) for any task of the family)"
                 )
-            rr = _check_real("reward_range", reward_range, 0.0, lo_open=True)
+            rr = check_real("reward_range", reward_range, 0.0, lo_open=True)
             us = np.asarray(utility_scale, dtype=np.float64).reshape(-1)
             if us.size != K:
                 raise ValueError(f"utility_scale must have shape ({K},); got {us.shape}")
@@ -606,7 +585,7 @@ class SafeAdapter:
         """
         if self._pending is None:
             raise RuntimeError("tell() called without a pending ask()")
-        R = _check_real("reward_return", reward_return)
+        R = check_real("reward_return", reward_return)
         C = np.asarray(cost_returns, dtype=np.float64).reshape(-1)
         K = self.policy_set.n_constraints
         if C.size != K:
@@ -711,7 +690,7 @@ class SafeAdapter:
         TestLog
         """
         self._check_model(M_test, exact)
-        tol = _check_real("violation_tol", violation_tol, 0.0)
+        tol = check_real("violation_tol", violation_tol, 0.0)
         if stop_on_violation and not exact:
             raise ValueError("stop_on_violation=True needs exact=True")
         logs = self._run(M_test, np.array([self.seed], dtype=np.int64), exact, regret_reference,
@@ -727,7 +706,7 @@ class SafeAdapter:
         bit for bit, whatever the thread count.
         """
         self._check_model(M_test, exact)
-        tol = _check_real("violation_tol", violation_tol, 0.0)
+        tol = check_real("violation_tol", violation_tol, 0.0)
         seeds = np.array([resolve_seed(int(s)) for s in seeds], dtype=np.int64)
         if seeds.size == 0:
             raise ValueError("seeds is empty; pass at least one seed")
@@ -769,7 +748,7 @@ class SafeAdapter:
                 self._check_model(M, exact)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"tasks[{i}]: {exc}") from None
-        tol = _check_real("violation_tol", violation_tol, 0.0)
+        tol = check_real("violation_tol", violation_tol, 0.0)
         if stop_on_violation and not exact:
             raise ValueError("stop_on_violation=True needs exact=True")
         seeds = [self.seed] if seeds is None else [resolve_seed(int(s)) for s in seeds]
@@ -781,7 +760,7 @@ class SafeAdapter:
             refs = list(regret_references)
             if len(refs) != len(tasks):
                 raise ValueError(f"regret_references has {len(refs)} entries for {len(tasks)} tasks")
-        n_threads = numba.get_num_threads() if threads is None else _check_int("threads", threads, 1)
+        n_threads = numba.get_num_threads() if threads is None else check_int("threads", threads, 1)
         preps = [self._prepare(M, exact, ref) for M, ref in zip(tasks, refs)]
         units = [(i, j, s) for i in range(len(tasks)) for j, s in enumerate(seeds)]
 
@@ -806,7 +785,7 @@ class SafeAdapter:
 
                 vstar = float(solve_lp(M).reward)
             else:
-                vstar = _check_real("regret_reference", regret_reference)
+                vstar = check_real("regret_reference", regret_reference)
         else:
             ex_r = np.full(n + 1, np.nan)
             ex_c = np.full((n + 1, K), np.nan)

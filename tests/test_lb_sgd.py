@@ -417,5 +417,5 @@ def test_validation_model_and_policy(two_state):
         policy_gradient_batch(two_state, np.full((2, 2), 0.5), 0, seed=0)
     with pytest.raises(ValueError, match="first_episode"):
         policy_gradient_batch(two_state, np.full((2, 2), 0.5), 1, seed=0, first_episode=-1)
-    with pytest.raises(TypeError, match="M_test"):
+    with pytest.raises(TypeError, match="M_start"):
         lb_start_policy(None)

@@ -28,7 +28,6 @@ that is logged.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +41,7 @@ from ..lp import solve_lp
 from ..planning import primal_dual
 from ..policy import as_policy
 from ..seeding import resolve_seed
+from ..validation import check_bool, check_cmdp, check_int, check_real
 from .common import BaselineLog, block_values
 
 __all__ = [
@@ -67,40 +67,6 @@ _STEP_RULES = ("fixed", "adaptive")
 # ---------------------------------------------------------------------------
 # validation helpers
 # ---------------------------------------------------------------------------
-
-
-def _check_model(M) -> CMDP:
-    if not isinstance(M, CMDP):
-        raise TypeError(f"M_test must be a safemeta_fast.CMDP; got {type(M).__name__}")
-    return M
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
-    v = int(value)
-    if v < minimum:
-        raise ValueError(f"{name} is {v}; it must be >= {minimum}")
-    return v
-
-
-def _check_float(name: str, value, *, positive: bool = False, nonneg: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} is {v!r}; it must be finite")
-    if positive and v <= 0:
-        raise ValueError(f"{name} is {v!r}; it must be > 0")
-    if nonneg and v < 0:
-        raise ValueError(f"{name} is {v!r}; it must be >= 0")
-    return v
-
-
-def _check_flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _chunk_size(n: int) -> int:
@@ -272,11 +238,11 @@ def policy_gradient_batch(M, pi, n_trajectories, *, seed, horizon=600,
     >>> est.reward_grad.shape, est.cost_grad.shape
     ((49, 4), (1, 49, 4))
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     pi = as_policy(pi, M.n_states, M.n_actions)
-    n = _check_int("n_trajectories", n_trajectories, 1)
-    H = _check_int("horizon", horizon, 1)
-    first = _check_int("first_episode", first_episode, 0)
+    n = check_int("n_trajectories", n_trajectories, 1)
+    H = check_int("horizon", horizon, 1)
+    first = check_int("first_episode", first_episode, 0)
     seed_used = resolve_seed(seed)
     g_r, g_c, j_r, j_c = _gradient(M, pi, n, H, seed_used, first, _tables(M))
     return GradientEstimate(_readonly(g_r), _readonly(g_c), j_r, _readonly(j_c), n, H,
@@ -306,9 +272,9 @@ def lb_sgd_schedule(n_episodes=40_000, first_batch=500, batch=3000) -> np.ndarra
     >>> lb_sgd_schedule()[:4].tolist(), lb_sgd_schedule().size
     ([0, 500, 3500, 6500], 15)
     """
-    n = _check_int("n_episodes", n_episodes, 1)
-    fb = _check_int("first_batch", first_batch, 1)
-    b = _check_int("batch", batch, 1)
+    n = check_int("n_episodes", n_episodes, 1)
+    fb = check_int("first_batch", first_batch, 1)
+    b = check_int("batch", batch, 1)
     if n <= fb:
         return np.zeros(1, dtype=np.int64)
     return np.concatenate([[0], np.arange(fb, n, b)]).astype(np.int64)
@@ -339,7 +305,7 @@ def lb_start_policy(M_start) -> np.ndarray:
     >>> pi_lb.shape
     (49, 4)
     """
-    M_start = _check_model(M_start)
+    M_start = check_cmdp(M_start, "M_start")
     return primal_dual(M_start, beta=8.0).policy
 
 
@@ -360,7 +326,7 @@ def default_smoothness(M) -> tuple[float, float]:
     >>> [round(m) for m in default_smoothness(gridworld(0.3))]
     [80000, 80000]
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     scale = 8.0 / (1.0 - M.gamma) ** 3
     r = np.asarray(M.r)
     c = np.asarray(M.c)
@@ -466,37 +432,37 @@ def lb_sgd(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, seed=N
     >>> log.policy_starts.tolist(), log.violations
     ([0, 500], 0)
     """
-    M = _check_model(M_test)
+    M = check_cmdp(M_test, "M_test")
     S, A, K = M.n_states, M.n_actions, M.n_constraints
     pi0 = as_policy(pi_start, S, A, name="pi_start")
-    n_total = _check_int("n_episodes", n_episodes, 1)
-    H = _check_int("horizon", horizon, 1)
-    eta = _check_float("eta", eta, nonneg=True)
-    step = _check_float("step", step, positive=True)
+    n_total = check_int("n_episodes", n_episodes, 1)
+    H = check_int("horizon", horizon, 1)
+    eta = check_real("eta", eta, lo=0.0)
+    step = check_real("step", step, lo=0.0, lo_open=True)
     if not isinstance(step_rule, str) or step_rule not in _STEP_RULES:
         raise ValueError(f"step_rule is {step_rule!r}; expected one of {_STEP_RULES}")
-    fb = _check_int("first_batch", first_batch, 1)
-    bs = _check_int("batch", batch, 1)
-    slack_clip = _check_float("slack_clip", slack_clip, positive=True)
+    fb = check_int("first_batch", first_batch, 1)
+    bs = check_int("batch", batch, 1)
+    slack_clip = check_real("slack_clip", slack_clip, lo=0.0, lo_open=True)
     if smoothness is not None:
         if step_rule != "adaptive":
             raise ValueError("smoothness only applies to step_rule='adaptive'; got step_rule="
                              f"{step_rule!r} with smoothness={smoothness!r}")
         if not isinstance(smoothness, (tuple, list)) or len(smoothness) != 2:
             raise ValueError(f"smoothness must be a pair (M0, M1); got {smoothness!r}")
-        m0 = _check_float("smoothness[0]", smoothness[0], positive=True)
-        m1 = _check_float("smoothness[1]", smoothness[1], positive=True)
+        m0 = check_real("smoothness[0]", smoothness[0], lo=0.0, lo_open=True)
+        m1 = check_real("smoothness[1]", smoothness[1], lo=0.0, lo_open=True)
     elif step_rule == "adaptive":
         m0, m1 = default_smoothness(M)
     else:
         m0 = m1 = None
-    stop_on_violation = _check_flag("stop_on_violation", stop_on_violation)
-    violation_tol = _check_float("violation_tol", violation_tol, nonneg=True)
-    progress = _check_flag("progress", progress)
+    stop_on_violation = check_bool("stop_on_violation", stop_on_violation)
+    violation_tol = check_real("violation_tol", violation_tol, lo=0.0)
+    progress = check_bool("progress", progress)
     if regret_reference is None:
         v_star = float(solve_lp(M).reward)
     else:
-        v_star = _check_float("regret_reference", regret_reference)
+        v_star = check_real("regret_reference", regret_reference)
     seed_used = resolve_seed(seed)
 
     schedule = lb_sgd_schedule(n_total, fb, bs)

@@ -13,8 +13,6 @@ evaluates each deployed policy exactly once, and writes the :class:`BaselineLog`
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +24,7 @@ from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..lp import solve_lp
 from ..policy import as_policy
 from ..seeding import resolve_seed
+from ..validation import check_bool, check_cmdp, check_int, check_real
 from .common import BaselineLog, block_values
 
 __all__ = ["safe_meta_rl", "safe_meta_rl_step", "SafeMetaRLStep", "DUAL_SAMPLING"]
@@ -38,39 +37,6 @@ DUAL_SAMPLING = ("resample", "exact")
 # validation
 # ---------------------------------------------------------------------------
 
-def _check_int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} is {int(value)}; it must be >= {minimum}")
-    return int(value)
-
-
-def _check_real(name, value, lo=None, lo_open=False, hi=None, hi_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} is {x}; it must be finite")
-    if lo is not None and (x <= lo if lo_open else x < lo):
-        raise ValueError(f"{name} is {x!r}; it must be {'>' if lo_open else '>='} {lo}")
-    if hi is not None and (x >= hi if hi_open else x > hi):
-        raise ValueError(f"{name} is {x!r}; it must be {'<' if hi_open else '<='} {hi}")
-    return x
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
-def _check_model(M):
-    if not isinstance(M, CMDP):
-        raise TypeError(f"M_test must be a safemeta_fast.CMDP; got {type(M).__name__}")
-    return M
-
-
 def _check_sampling(dual_sampling):
     if not isinstance(dual_sampling, str) or dual_sampling not in DUAL_SAMPLING:
         raise ValueError(f"dual_sampling is {dual_sampling!r}; expected one of "
@@ -80,12 +46,12 @@ def _check_sampling(dual_sampling):
 
 def _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip):
     return dict(
-        lam=_check_real("lam", lam, lo=0.0, lo_open=True),
-        lam_c=_check_real("lam_c", lam_c, lo=0.0),
-        dual_step=_check_real("dual_step", dual_step, lo=0.0, lo_open=True),
-        dual_iters=_check_int("dual_iters", dual_iters, 1),
-        delta=_check_real("delta", delta),
-        log_clip=_check_real("log_clip", log_clip, lo=0.0, lo_open=True, hi=1.0, hi_open=True),
+        lam=check_real("lam", lam, lo=0.0, lo_open=True),
+        lam_c=check_real("lam_c", lam_c, lo=0.0),
+        dual_step=check_real("dual_step", dual_step, lo=0.0, lo_open=True),
+        dual_iters=check_int("dual_iters", dual_iters, 1),
+        delta=check_real("delta", delta),
+        log_clip=check_real("log_clip", log_clip, lo=0.0, lo_open=True, hi=1.0, hi_open=True),
     )
 
 
@@ -195,15 +161,15 @@ def safe_meta_rl_step(M_test, pi, *, seed, step=0, n_trajectories=50, horizon=60
     >>> st.policy.shape, st.states.shape
     ((49, 4), (5, 50))
     """
-    M = _check_model(M_test)
+    M = check_cmdp(M_test, "M_test")
     pi = np.ascontiguousarray(as_policy(pi, M.n_states, M.n_actions, name="pi"))
     if seed is None:
         raise TypeError("seed must be an int or a numpy.random.Generator (got None); a step is "
                         "only meaningful with the run's seed")
     seed = resolve_seed(seed)
-    step = _check_int("step", step, 0)
-    n_traj = _check_int("n_trajectories", n_trajectories, 1)
-    horizon = _check_int("horizon", horizon, 1)
+    step = check_int("step", step, 0)
+    n_traj = check_int("n_trajectories", n_trajectories, 1)
+    horizon = check_int("horizon", horizon, 1)
     consts = _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip)
     exact = _check_sampling(dual_sampling) == "exact"
     run = _Stepper(M, n_traj, horizon, consts, exact, seed)
@@ -327,21 +293,21 @@ def safe_meta_rl(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, 
     >>> log.n_episodes, log.policy_starts.tolist()
     (100, [0, 50])
     """
-    M = _check_model(M_test)
+    M = check_cmdp(M_test, "M_test")
     pi = np.ascontiguousarray(as_policy(pi_start, M.n_states, M.n_actions, name="pi_start"))
-    n_episodes = _check_int("n_episodes", n_episodes, 1)
-    horizon = _check_int("horizon", horizon, 1)
-    n_traj = _check_int("episodes_per_step", episodes_per_step, 1)
+    n_episodes = check_int("n_episodes", n_episodes, 1)
+    horizon = check_int("horizon", horizon, 1)
+    n_traj = check_int("episodes_per_step", episodes_per_step, 1)
     consts = _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip)
     exact = _check_sampling(dual_sampling) == "exact"
-    stop_on_violation = _check_bool("stop_on_violation", stop_on_violation)
-    violation_tol = _check_real("violation_tol", violation_tol, lo=0.0)
-    progress = _check_bool("progress", progress)
+    stop_on_violation = check_bool("stop_on_violation", stop_on_violation)
+    violation_tol = check_real("violation_tol", violation_tol, lo=0.0)
+    progress = check_bool("progress", progress)
     seed = resolve_seed(seed)
     if regret_reference is None:
         regret_reference = float(solve_lp(M).reward)
     else:
-        regret_reference = _check_real("regret_reference", regret_reference)
+        regret_reference = check_real("regret_reference", regret_reference)
 
     n_blocks = -(-n_episodes // n_traj)
     limit = np.asarray(M.cost_limit)
