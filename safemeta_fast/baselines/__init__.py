@@ -6,6 +6,8 @@ values of every deployed policy (the audit of SPEC section 6).
 """
 
 from .common import BaselineLog, block_values
+from .dope import dope
+from .dope_plus import dope_plus
 from .lb_sgd import (
     GradientEstimate,
     default_smoothness,
@@ -22,6 +24,8 @@ __all__ = [
     "safe_meta_rl",
     "safe_meta_rl_step",
     "SafeMetaRLStep",
+    "dope_plus",
+    "dope",
     "lb_sgd",
     "lb_sgd_schedule",
     "lb_start_policy",
