@@ -1,4 +1,5 @@
-"""What the bench suites share: the size limit above which the dense NumPy twins are not run."""
+"""What the bench suites share: the size limit above which the dense NumPy twins are not run,
+and how a steps-per-second rate is recorded next to the timings."""
 
 from __future__ import annotations
 
@@ -12,3 +13,12 @@ def dense_twin_too_big(M) -> str | None:
     if need > TWIN_MAX_BYTES:
         return f"dense P needs {need / 1024**3:.1f} GB > {TWIN_MAX_BYTES / 1024**3:.0f} GB"
     return None
+
+
+def record_steps(benchmark, steps: int, mode: str) -> None:
+    """Store ``steps``, ``mode`` and (after the run) ``steps_per_s`` in ``extra_info``."""
+    benchmark.extra_info["steps"] = steps
+    benchmark.extra_info["mode"] = mode
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None) is not None:
+        benchmark.extra_info["steps_per_s"] = steps / stats.stats.mean

@@ -27,6 +27,8 @@ from safemeta_fast.envs import gridworld
 from tests.test_lb_sgd import twin_reference_gradient
 from tests.test_trajectory import twin_episode
 
+from ._twins import record_steps
+
 H = 600
 N_KERNEL = 3000
 N_TWIN = 4
@@ -36,14 +38,6 @@ U_OPT = 49.4664
 @pytest.fixture(scope="module")
 def task():
     return gridworld(0.33994760), np.asarray(lb_start_policy(gridworld(0.4)))
-
-
-def _record(benchmark, steps: int, mode: str) -> None:
-    benchmark.extra_info["steps"] = steps
-    benchmark.extra_info["mode"] = mode
-    stats = getattr(benchmark, "stats", None)
-    if stats is not None and getattr(stats, "stats", None) is not None:
-        benchmark.extra_info["steps_per_s"] = steps / stats.stats.mean
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -58,7 +52,7 @@ def test_gradient_kernel(benchmark, task, threads):
     finally:
         numba.set_num_threads(original)
     assert est.reward_grad.shape == (49, 4)
-    _record(benchmark, N_KERNEL * H, f"kernel, {threads} thread(s), n={N_KERNEL}")
+    record_steps(benchmark, N_KERNEL * H, f"kernel, {threads} thread(s), n={N_KERNEL}")
 
 
 def _twin_batch(M, pi, n):
@@ -74,7 +68,7 @@ def test_gradient_twin(benchmark, task):
     M, pi = task
     g_r, _, _, _ = benchmark.pedantic(_twin_batch, args=(M, pi, N_TWIN), rounds=3, iterations=1)
     assert g_r.shape == (49, 4)
-    _record(benchmark, N_TWIN * H, f"NumPy twin (reference form), n={N_TWIN}")
+    record_steps(benchmark, N_TWIN * H, f"NumPy twin (reference form), n={N_TWIN}")
 
 
 def test_full_run(benchmark, task):

@@ -24,6 +24,8 @@ from safemeta_fast.envs import gridworld
 from safemeta_fast.rollout import rollout
 from tests.twins import rollout_per_step, value_iteration_dense
 
+from ._twins import record_steps
+
 H = 600
 N_KERNEL = 20_000
 N_TWIN = 20
@@ -43,14 +45,6 @@ def grid50():
     return M, np.full((M.n_states, M.n_actions), 0.25)
 
 
-def _record(benchmark, steps: int, mode: str) -> None:
-    benchmark.extra_info["steps"] = steps
-    benchmark.extra_info["mode"] = mode
-    stats = getattr(benchmark, "stats", None)
-    if stats is not None and getattr(stats, "stats", None) is not None:
-        benchmark.extra_info["steps_per_s"] = steps / stats.stats.mean
-
-
 def _bench_kernel(benchmark, M, pi, n, threads: int, closed_form: bool):
     original = numba.get_num_threads()
     numba.set_num_threads(threads)
@@ -60,7 +54,7 @@ def _bench_kernel(benchmark, M, pi, n, threads: int, closed_form: bool):
     finally:
         numba.set_num_threads(original)
     assert res.reward.shape == (n,)
-    _record(benchmark, n * H, f"kernel, {threads} thread(s), closed_form={closed_form}")
+    record_steps(benchmark, n * H, f"kernel, {threads} thread(s), closed_form={closed_form}")
 
 
 KERNEL_MODES = [(1, False), (2, False), (1, True), (2, True)]
@@ -85,7 +79,7 @@ def test_rollout_7x7_twin(benchmark, grid7, which):
         rounds=3, iterations=1,
     )
     assert res[0].shape == (N_TWIN,)
-    _record(benchmark, N_TWIN * H, "per-step NumPy twin")
+    record_steps(benchmark, N_TWIN * H, "per-step NumPy twin")
 
 
 @pytest.mark.parametrize("threads,closed_form", KERNEL_MODES)
