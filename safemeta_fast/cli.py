@@ -12,6 +12,10 @@ train
 test
     Test-time phase (paper Algorithm 2) of a saved PolicySet on gridworld test tasks;
     prints regret, final alpha, eliminations and the exact safety audit.
+reproduce
+    The paper's gridworld experiment (training, the 10 test tasks, every method,
+    Figure 1 and 2, summary tables) into a resumable run folder; ``--quick`` for a
+    one-minute version.
 """
 
 from __future__ import annotations
