@@ -7,7 +7,6 @@ kernel and wraps the result in a frozen :class:`RolloutResult`.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ from .kernels.rollout import (
 )
 from .policy import Mixture, as_policy
 from .seeding import resolve_seed
+from .validation import check_bool, check_int
 
 __all__ = ["rollout", "RolloutResult"]
 
@@ -63,21 +63,6 @@ class RolloutResult:
     def n_episodes(self) -> int:
         """Number of episodes n."""
         return int(self.reward.shape[0])
-
-
-def _check_count(name: str, value) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
-    v = int(value)
-    if v < 0:
-        raise ValueError(f"{name} is {v}; it must be >= 0")
-    return v
-
-
-def _check_flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _alias_table(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,10 +166,10 @@ def rollout(M, policy_or_mixture, n_episodes, horizon, *, seed, closed_form=True
         policies = np.ascontiguousarray(as_policy(policy_or_mixture, S, A, name="policy")[None])
         weights = np.ones(1)
         is_mixture = False
-    n = _check_count("n_episodes", n_episodes)
-    H = _check_count("horizon", horizon)
-    closed_form = _check_flag("closed_form", closed_form)
-    parallel = _check_flag("parallel", parallel)
+    n = check_int("n_episodes", n_episodes, 0)
+    H = check_int("horizon", horizon, 0)
+    closed_form = check_bool("closed_form", closed_form)
+    parallel = check_bool("parallel", parallel)
     seed_used = resolve_seed(seed)
 
     succ_ptr = np.ascontiguousarray(M.succ_ptr, dtype=np.int64)

@@ -133,13 +133,13 @@ def _temporary(path: Path):
     return fd, tmp
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def _atomic_write(path, write) -> Path:
+    """Call ``write(fh)`` on a temporary file in ``path``'s folder, fsync, rename to ``path``."""
     path = Path(path)
     fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -150,6 +150,11 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             pass
         raise
     return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    return _atomic_write(path, lambda fh: fh.write(data))
 
 
 def write_json(path, obj) -> Path:
@@ -194,21 +199,8 @@ def save_npz(path, arrays: dict, metadata: dict, *, compress: bool = True) -> Pa
             raise TypeError(f"arrays[{name!r}] has dtype object; store numeric arrays only")
         payload[name] = a
     payload[META_KEY] = np.array(canonical_json(metadata))
-    path = Path(path)
-    fd, tmp = _temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    save = np.savez_compressed if compress else np.savez
+    return _atomic_write(path, lambda fh: save(fh, **payload))
 
 
 def load_npz(path, *, required: dict | None = None, metadata_only: bool = False) -> tuple:
