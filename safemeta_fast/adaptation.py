@@ -209,6 +209,10 @@ PAPER = Profile(name="paper", normalised=True, check_preconditions=True)
 _REF_EPS = 0.01
 #: The authors' gridworld run (raw units): eps 0.01, L_r 8, L_c 1, radii 4000 / 300,
 #: pooled 150, min window 1000, gate min(max(100/v^2, 1000), 5200) after n - 2.
+#: Not reproduced: the authors' code also multiplies each new alpha by 1.5 (1.2) when the
+#: EXACT cost of the current mixture on the test task leaves a margin above 0.4 (0.2);
+#: that uses the unknown test model, so no profile does it. With or without it these
+#: constants deploy unsafe mixtures on the paper's setting (README, "Safety audit").
 REFERENCE = Profile(
     name="reference", normalised=False, eps=_REF_EPS, lipschitz=0.0, L_r=8.0, L_c=1.0,
     reward_radius=4000.0, cost_radius=300.0, pooled_cost_radius=150.0, min_window=1000,
