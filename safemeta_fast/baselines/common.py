@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..cmdp import _readonly
+from ..evaluation import evaluate
+from ..validation import check_real
 
-__all__ = ["BaselineLog", "block_values"]
+__all__ = ["BaselineLog", "block_values", "BlockAudit", "regret_reference_of"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,3 +149,51 @@ def block_values(values: np.ndarray, starts: np.ndarray, n_episodes: int) -> np.
                          f"got {starts.tolist()[:10]} for {values.shape[0]} values")
     lengths = np.diff(np.append(starts, n_episodes))
     return np.repeat(values, lengths, axis=0)
+
+
+def regret_reference_of(M, regret_reference) -> float:
+    """``V*`` of the regret: the given value (checked), else the exact LP optimum of ``M``."""
+    if regret_reference is None:
+        from ..lp import solve_lp
+
+        return float(solve_lp(M).reward)
+    return check_real("regret_reference", regret_reference)
+
+
+class BlockAudit:
+    """Exact values of successive policies, each deployed on a block of episodes.
+
+    ``deploy(pi, start)`` evaluates ``pi`` exactly; with ``stop_on_violation`` an unsafe
+    policy is not deployed (``deploy`` returns False and :attr:`stopped` is set).
+    ``arrays(n_run)`` repeats the values over the blocks up to episode ``n_run``.
+    """
+
+    def __init__(self, M, stop_on_violation: bool, violation_tol: float):
+        self.M = M
+        self.limit = np.asarray(M.cost_limit, dtype=np.float64)
+        self.stop_on_violation = stop_on_violation
+        self.violation_tol = violation_tol
+        self.rewards: list[float] = []
+        self.costs: list[np.ndarray] = []
+        self.starts: list[int] = []
+        self.stopped = False
+
+    def deploy(self, pi, start: int) -> bool:
+        ev = evaluate(self.M, pi)
+        cost = np.asarray(ev.cost, dtype=np.float64)
+        if self.stop_on_violation and np.any(cost > self.limit + self.violation_tol):
+            self.stopped = True
+            return False
+        self.rewards.append(float(ev.reward))
+        self.costs.append(cost)
+        self.starts.append(int(start))
+        return True
+
+    def arrays(self, n_run: int):
+        """``(policy_starts, exact_reward (n_run,), exact_cost (n_run, K))``."""
+        K = self.limit.size
+        if not self.starts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, K))
+        starts = np.asarray(self.starts, dtype=np.int64)
+        return (starts, block_values(np.asarray(self.rewards), starts, n_run),
+                block_values(np.vstack(self.costs), starts, n_run))

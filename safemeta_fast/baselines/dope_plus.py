@@ -31,11 +31,11 @@ from ..cmdp import CMDP
 from ..evaluation import evaluate
 from ..kernels.dope import count_episodes
 from ..kernels.trajectory import csr_cdf, policy_cdf
-from ..lp import _quiet_highs, solve_lp
+from ..lp import _quiet_highs
 from ..policy import as_policy
 from ..seeding import resolve_seed
 from ..validation import check_bool, check_cmdp, check_int, check_real
-from .common import BaselineLog
+from .common import BaselineLog, regret_reference_of
 
 __all__ = [
     "dope_plus",
@@ -442,8 +442,7 @@ def run_optimistic_pessimistic(M: CMDP, *, method: str, label: str, pi_s: np.nda
     seed = resolve_seed(seed)
     S, A, K = M.n_states, M.n_actions, M.n_constraints
     ev_s = evaluate(M, pi_s)
-    if regret_reference is None:
-        regret_reference = float(solve_lp(M).reward)
+    regret_reference = regret_reference_of(M, regret_reference)
     cap = reward_cap_value(reward_cap, M.r)
     limit = np.asarray(M.cost_limit)
 

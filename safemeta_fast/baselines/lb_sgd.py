@@ -34,15 +34,13 @@ import numpy as np
 
 from ..cmdp import CMDP, _readonly
 from ..errors import SafeMetaError
-from ..evaluation import evaluate
 from ..kernels.lb_sgd import gradient_batch
 from ..kernels.trajectory import csr_cdf, policy_cdf
-from ..lp import solve_lp
 from ..planning import primal_dual
 from ..policy import as_policy
 from ..seeding import resolve_seed
 from ..validation import check_bool, check_cmdp, check_int, check_real
-from .common import BaselineLog, block_values
+from .common import BaselineLog, BlockAudit, regret_reference_of
 
 __all__ = [
     "lb_sgd",
@@ -459,10 +457,7 @@ def lb_sgd(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, seed=N
     stop_on_violation = check_bool("stop_on_violation", stop_on_violation)
     violation_tol = check_real("violation_tol", violation_tol, lo=0.0)
     progress = check_bool("progress", progress)
-    if regret_reference is None:
-        v_star = float(solve_lp(M).reward)
-    else:
-        v_star = check_real("regret_reference", regret_reference)
+    v_star = regret_reference_of(M, regret_reference)
     seed_used = resolve_seed(seed)
 
     schedule = lb_sgd_schedule(n_total, fb, bs)
@@ -471,10 +466,9 @@ def lb_sgd(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, seed=N
     tables = _tables(M)
 
     theta = _theta_from_policy(np.asarray(pi0))
-    rewards, costs, starts = [], [], []
+    audit = BlockAudit(M, stop_on_violation, violation_tol)
     slack_est, reward_est, grad_norms, step_lengths = [], [], [], []
     simulated = 0
-    stopped = False
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -482,13 +476,8 @@ def lb_sgd(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, seed=N
     try:
         for i, it in enumerate(schedule):
             pi = _softmax(theta)
-            ev = evaluate(M, pi)
-            if stop_on_violation and np.any(ev.cost > limit + violation_tol):
-                stopped = True
+            if not audit.deploy(pi, int(it)):
                 break
-            rewards.append(ev.reward)
-            costs.append(np.asarray(ev.cost, dtype=np.float64))
-            starts.append(int(it))
             n_block = fb if i == 0 else bs
             if i + 1 < schedule.size:  # the last block's gradient would be wasted
                 g_r, g_c, j_r, j_c = _gradient(M, pi, n_block, H, seed_used, int(it), tables)
@@ -514,15 +503,9 @@ def lb_sgd(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, seed=N
         if bar is not None:
             bar.close()
 
-    n_run = int(ends[len(starts) - 1]) if starts else 0
-    if starts:
-        starts_arr = np.asarray(starts, dtype=np.int64)
-        exact_reward = block_values(np.asarray(rewards), starts_arr, n_run)
-        exact_cost = block_values(np.vstack(costs), starts_arr, n_run)
-    else:
-        starts_arr = np.zeros(0, dtype=np.int64)
-        exact_reward = np.zeros(0)
-        exact_cost = np.zeros((0, K))
+    n_run = int(ends[len(audit.starts) - 1]) if audit.starts else 0
+    starts_arr, exact_reward, exact_cost = audit.arrays(n_run)
+    stopped = audit.stopped
     reference_trajectories = fb + bs * (schedule.size - 1)
     info = {
         "step_rule": step_rule,

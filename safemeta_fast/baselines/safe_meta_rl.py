@@ -18,14 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cmdp import CMDP, _readonly
-from ..evaluation import evaluate
 from ..kernels.safe_meta_rl import RESAMPLE_STREAM_BASE, dual_policy, mc_advantages, sample_padded_block
 from ..kernels.trajectory import csr_cdf, policy_cdf
-from ..lp import solve_lp
 from ..policy import as_policy
 from ..seeding import resolve_seed
 from ..validation import check_bool, check_cmdp, check_int, check_real
-from .common import BaselineLog, block_values
+from .common import BaselineLog, BlockAudit, regret_reference_of
 
 __all__ = ["safe_meta_rl", "safe_meta_rl_step", "SafeMetaRLStep", "DUAL_SAMPLING"]
 
@@ -304,16 +302,12 @@ def safe_meta_rl(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, 
     violation_tol = check_real("violation_tol", violation_tol, lo=0.0)
     progress = check_bool("progress", progress)
     seed = resolve_seed(seed)
-    if regret_reference is None:
-        regret_reference = float(solve_lp(M).reward)
-    else:
-        regret_reference = check_real("regret_reference", regret_reference)
+    regret_reference = regret_reference_of(M, regret_reference)
 
     n_blocks = -(-n_episodes // n_traj)
     limit = np.asarray(M.cost_limit)
     run = _Stepper(M, n_traj, horizon, consts, exact, seed)
-    rewards, costs, starts = [], [], []
-    stopped = False
+    audit = BlockAudit(M, stop_on_violation, violation_tol)
     u_max = 0.0
     u_used = [0.0] * M.n_constraints
     j_c_first = None
@@ -324,13 +318,8 @@ def safe_meta_rl(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, 
         bar = tqdm(total=n_blocks, desc="safe meta-RL steps", unit="step")
     try:
         for i in range(n_blocks):
-            ev = evaluate(M, pi)
-            if stop_on_violation and np.any(ev.cost > limit + violation_tol):
-                stopped = True
+            if not audit.deploy(pi, i * n_traj):
                 break
-            rewards.append(ev.reward)
-            costs.append(np.asarray(ev.cost, dtype=np.float64))
-            starts.append(i * n_traj)
             if i + 1 < n_blocks:
                 pi = run(pi, i)
                 n_steps += 1
@@ -345,15 +334,9 @@ def safe_meta_rl(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, 
             bar.close()
 
     K = M.n_constraints
-    if starts:
-        n_run = n_episodes if not stopped else starts[-1] + n_traj
-        starts_arr = np.asarray(starts, dtype=np.int64)
-        exact_reward = block_values(np.asarray(rewards), starts_arr, n_run)
-        exact_cost = block_values(np.asarray(costs).reshape(-1, K), starts_arr, n_run)
-    else:
-        starts_arr = np.zeros(0, dtype=np.int64)
-        exact_reward = np.zeros(0)
-        exact_cost = np.zeros((0, K))
+    stopped = audit.stopped
+    n_run = len(audit.starts) * n_traj if stopped else n_episodes
+    starts_arr, exact_reward, exact_cost = audit.arrays(n_run)
     info = {
         "episodes_per_step": n_traj,
         "n_steps": n_steps,
