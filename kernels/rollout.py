@@ -45,6 +45,7 @@ __all__ = [
     "build_tables",
     "alias_thresholds",
     "table_size",
+    "start_draws",
     "rollout_serial",
     "rollout_parallel",
     "STATUS_OK",
@@ -211,13 +212,20 @@ def _draw(x, thr, alias):
 
 
 @njit(cache=True)
-def _start(e, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, S, out_comp):
-    """Seed episode e's stream, draw its component then s_0; returns (stream, s_0, table)."""
+def start_draws(e, seed, comp_thr, comp_alias, nu_thr, nu_alias):
+    """The first two draws of episode e's stream: returns (stream, component q, s_0)."""
     s0, s1, s2, s3 = stream_state(seed, e)
     x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
     q = _draw(x, comp_thr, comp_alias)
     x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
     s = _draw(x, nu_thr, nu_alias)
+    return s0, s1, s2, s3, q, s
+
+
+@njit(cache=True)
+def _start(e, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, S, out_comp):
+    """Seed episode e's stream, draw its component then s_0; returns (stream, s_0, table)."""
+    s0, s1, s2, s3, q, s = start_draws(e, seed, comp_thr, comp_alias, nu_thr, nu_alias)
     out_comp[e] = q
     return s0, s1, s2, s3, s, state_info[q * S + s]
 

@@ -6,6 +6,7 @@ in cvxpy, and the paper's gridworld.
 """
 
 from .adaptation import AdaptStep, Profile, SafeAdapter, TestLog, normalisation_of
+from .calibration import Calibration, calibrate
 from .cmdp import CMDP
 from .evaluation import (
     Evaluation,
@@ -22,6 +23,7 @@ from .planning import PrimalDualResult, ValueIterationResult, primal_dual, value
 from .policy import Mixture
 from .rollout import RolloutResult, rollout
 from .errors import (
+    CalibrationRefutedWarning,
     ConvergenceError,
     InfeasibleError,
     OracleError,
@@ -52,6 +54,8 @@ __all__ = [
     "rollout",
     "RolloutResult",
     "SafeAdapter",
+    "calibrate",
+    "Calibration",
     "TestLog",
     "Profile",
     "AdaptStep",
@@ -61,5 +65,6 @@ __all__ = [
     "OracleError",
     "SafetyAssumptionError",
     "ConvergenceError",
+    "CalibrationRefutedWarning",
     "__version__",
 ]

@@ -1,4 +1,13 @@
-"""Test-time phase (paper Algorithm 2): safe mixture adaptation with elimination.
+"""Test-time phase (paper Algorithm 2): safe mixture adaptation, classic or certified.
+
+Two decision logics share this adapter:
+
+* **certified** (the default profile, ``../shared/CERTIFIED.md``): a calibrated joint
+  conformal prior over the components' values (:func:`safemeta_fast.calibration.calibrate`),
+  pooled empirical-Bernstein confidence sequences that reject reference tasks, and
+  deployment of the best certified pair of components. Logic in
+  ``safemeta_fast.kernels.certified``; constants in :mod:`safemeta_fast.certified`.
+* **classic** (the "paper", "reference" and "pce" profiles), described below.
 
 One implementation of the decision logic (``safemeta_fast.kernels.adaptation``: the
 elimination test, the weight schedule, candidate selection, the pooled safe-policy
@@ -51,22 +60,26 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from .certified import certified_model, fresh_state
 from .cmdp import CMDP, _readonly
-from .errors import SafetyAssumptionError
+from .errors import CalibrationRefutedWarning, SafetyAssumptionError
 from .kernels import adaptation as _k
+from .kernels import certified as _kc
 from .kernels.rollout import build_tables, table_size
-from .policy import Mixture
 from .policyset import PolicySet
+from .profiles import CERTIFIED, PAPER, PCE, PROFILES, REFERENCE, Profile, params_array
 from .rollout import _MAX_ENTRIES, _alias_table, _tail
 from .seeding import resolve_seed
-from .validation import check_int, check_real
+from .testlog import AdaptStep, TestLog, build_log, exact_components, mixture_values
+from .theory import lipschitz_constant, normalisation_of
+from .validation import check_bool, check_int, check_real
 
 __all__ = [
     "Profile",
+    "CERTIFIED",
     "PAPER",
     "REFERENCE",
     "PCE",
@@ -78,314 +91,8 @@ __all__ = [
     "normalisation_of",
 ]
 
-
-def lipschitz_constant(gamma: float) -> float:
-    """L = 1/(1-gamma) + 2 gamma/(1-gamma)^2 (SPEC section 3; 190 at gamma = 0.9)."""
-    return 1.0 / (1.0 - gamma) + 2.0 * gamma / (1.0 - gamma) ** 2
-
-
-def normalisation_of(M: CMDP) -> dict:
-    """Scales of the paper profile's normalised copy of a task family (SPEC section 2).
-
-    Returns ``{"reward_range": max r - min r, "utility_scale": max_{s,a} |(1-gamma) b_k - c[s, a, k]|}``
-    (shape (K,)); pass them to :class:`SafeAdapter` as keywords. Any task of the family
-    with the same r, c, b and gamma gives the same numbers; the test model is not needed.
-
-    Examples
-    --------
-    >>> from safemeta_fast.envs import gridworld
-    >>> normalisation_of(gridworld(0.3))["reward_range"]
-    10.0
-    """
-    if not isinstance(M, CMDP):
-        raise TypeError(f"M must be a CMDP; got {type(M).__name__}")
-    r = np.asarray(M.r)
-    util = (1.0 - M.gamma) * np.asarray(M.cost_limit)[None, None, :] - np.asarray(M.c)
-    return {
-        "reward_range": float(r.max() - r.min()),
-        "utility_scale": np.abs(util).reshape(-1, M.n_constraints).max(axis=0),
-    }
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Constants of the test-time phase (SPEC section 6). ``None`` = the theory value.
-
-    Theory values (the "paper" profile) use L = :func:`lipschitz_constant`, the horizon
-    K = ``n_episodes`` and ``delta`` of the adapter, on the normalised scale.
-
-    Attributes
-    ----------
-    name : str
-    normalised : bool
-        Work on the normalised scale of SPEC section 2 (paper) or in raw units.
-    eps : float or None
-        Closeness radius; None: the policy set's eps.
-    lipschitz : float or None
-        L; None: ``1/(1-gamma) + 2 gamma/(1-gamma)^2``.
-    L_r, L_c : float or None
-        Model error of the reward / cost test is ``eps * L_r`` / ``eps * L_c``; None: L + 1.
-    reward_radius, cost_radius : float or None
-        ``c`` in the radius ``sqrt(c / n)``; None: ``2 ln(4K/delta) / (1-gamma)^2``.
-    pooled_cost_radius : float or None
-        ``c`` of the pooled safe-policy windows; None: no pooling.
-    min_window : int
-        No elimination before the window holds this many episodes.
-    gate_const, gate_min, gate_max, gate_offset : float
-        Update when ``n - gate_offset >= max_k min(max(gate_const / v_lm,k^2, gate_min), gate_max)``;
-        ``gate_const`` None: ``32 ln(4K/delta) / (1-gamma)^2``.
-    alpha1_shift, alpha1_denom : float or None
-        ``alpha_1 = (v_s - shift) / (v_s - shift + denom)``; None: ``2 eps (L+2)`` and ``2/(1-gamma)``.
-    recursion_add : float or None
-        ``alpha_{m+1} = 3 v_s alpha_m / ((2 + alpha_m) v_s + add)``; None: ``(4L+9) eps``.
-    mmax_add : float or None
-        ``m_max = log_C(eps)``, ``C = (2 v_s + add) / (3 v_s)``; None: ``(4L+9) eps``.
-    fixed_alpha : float or None
-        When set, alpha never changes (PCE: 1, the candidate alone).
-    inclusive : bool
-        Eliminate on ``deviation >= radius`` instead of ``>``.
-    check_preconditions : bool
-        Check ``(8L+18) eps <= xi`` and ``v_s > (4L+9) eps`` at start (paper).
-    horizon : int or None
-        Default episode horizon of this profile.
-    """
-
-    name: str = "custom"
-    normalised: bool = False
-    eps: float | None = None
-    lipschitz: float | None = None
-    L_r: float | None = None
-    L_c: float | None = None
-    reward_radius: float | None = None
-    cost_radius: float | None = None
-    pooled_cost_radius: float | None = None
-    min_window: int = 1
-    gate_const: float | None = None
-    gate_min: float = 0.0
-    gate_max: float = math.inf
-    gate_offset: float = 0.0
-    alpha1_shift: float | None = None
-    alpha1_denom: float | None = None
-    recursion_add: float | None = None
-    mmax_add: float | None = None
-    fixed_alpha: float | None = None
-    inclusive: bool = False
-    check_preconditions: bool = False
-    horizon: int | None = None
-
-    def resolve(self, *, gamma: float, eps: float, n_episodes: int, delta: float) -> dict:
-        """All constants as numbers for a run (None entries -> theory values)."""
-        L = lipschitz_constant(gamma) if self.lipschitz is None else float(self.lipschitz)
-        e = float(eps if self.eps is None else self.eps)
-        log_term = math.log(4.0 * n_episodes / delta)
-        theory_rad = 2.0 * log_term / (1.0 - gamma) ** 2
-        pick = lambda x, default: float(default if x is None else x)  # noqa: E731
-        return {
-            "eps": e,
-            "L": L,
-            "reward_radius": pick(self.reward_radius, theory_rad),
-            "cost_radius": pick(self.cost_radius, theory_rad),
-            "pooled_cost_radius": -1.0 if self.pooled_cost_radius is None
-            else float(self.pooled_cost_radius),
-            "reward_model_error": e * pick(self.L_r, L + 1.0),
-            "cost_model_error": e * pick(self.L_c, L + 1.0),
-            "min_window": float(self.min_window),
-            "gate_const": pick(self.gate_const, 32.0 * log_term / (1.0 - gamma) ** 2),
-            "gate_min": float(self.gate_min),
-            "gate_max": float(self.gate_max),
-            "gate_offset": float(self.gate_offset),
-            "alpha1_shift": pick(self.alpha1_shift, 2.0 * e * (L + 2.0)),
-            "alpha1_denom": pick(self.alpha1_denom, 2.0 / (1.0 - gamma)),
-            "recursion_add": pick(self.recursion_add, (4.0 * L + 9.0) * e),
-            "mmax_add": pick(self.mmax_add, (4.0 * L + 9.0) * e),
-            "fixed_alpha": math.nan if self.fixed_alpha is None else float(self.fixed_alpha),
-            "inclusive": bool(self.inclusive),
-        }
-
-
-#: SPEC section 6 exactly, normalised scale, theory constants, preconditions checked.
-PAPER = Profile(name="paper", normalised=True, check_preconditions=True)
-
-_REF_EPS = 0.01
-#: The authors' gridworld run (raw units): eps 0.01, L_r 8, L_c 1, radii 4000 / 300,
-#: pooled 150, min window 1000, gate min(max(100/v^2, 1000), 5200) after n - 2.
-#: Not reproduced: the authors' code also multiplies each new alpha by 1.5 (1.2) when the
-#: EXACT cost of the current mixture on the test task leaves a margin above 0.4 (0.2);
-#: that uses the unknown test model, so no profile does it. With or without it these
-#: constants deploy unsafe mixtures on the paper's setting (README, "Safety audit").
-REFERENCE = Profile(
-    name="reference", normalised=False, eps=_REF_EPS, lipschitz=0.0, L_r=8.0, L_c=1.0,
-    reward_radius=4000.0, cost_radius=300.0, pooled_cost_radius=150.0, min_window=1000,
-    gate_const=100.0, gate_min=1000.0, gate_max=5200.0, gate_offset=2.0,
-    alpha1_shift=2.0 * _REF_EPS * 1.0, alpha1_denom=2.0,
-    recursion_add=(2.0 * 1.0 + 1.0) * _REF_EPS, mmax_add=0.0, inclusive=True, horizon=600,
-)
-
-#: Paper appendix F without safety: alpha fixed at 1, eps 0.1, radii 3000 / 600, window 100.
-PCE = Profile(
-    name="pce", normalised=False, eps=0.1, lipschitz=0.0, L_r=8.0, L_c=1.0,
-    reward_radius=3000.0, cost_radius=600.0, min_window=100, gate_const=0.0,
-    alpha1_shift=0.0, alpha1_denom=1.0, recursion_add=0.0, mmax_add=0.0, fixed_alpha=1.0,
-    inclusive=True, horizon=600,
-)
-
-PROFILES = {"paper": PAPER, "reference": REFERENCE, "pce": PCE}
-
-
-def _params_array(c: dict, inv_r: float) -> np.ndarray:
-    p = np.empty(_k.N_PARAMS)
-    p[_k.P_RAD_R] = c["reward_radius"]
-    p[_k.P_RAD_C] = c["cost_radius"]
-    p[_k.P_RAD_POOL] = c["pooled_cost_radius"]
-    p[_k.P_ERR_R] = c["reward_model_error"]
-    p[_k.P_ERR_C] = c["cost_model_error"]
-    p[_k.P_MIN_WIN] = c["min_window"]
-    p[_k.P_GATE_CONST] = c["gate_const"]
-    p[_k.P_GATE_MIN] = c["gate_min"]
-    p[_k.P_GATE_MAX] = c["gate_max"]
-    p[_k.P_GATE_OFF] = c["gate_offset"]
-    p[_k.P_A1_SHIFT] = c["alpha1_shift"]
-    p[_k.P_A1_DENOM] = c["alpha1_denom"]
-    p[_k.P_REC_ADD] = c["recursion_add"]
-    p[_k.P_MMAX_ADD] = c["mmax_add"]
-    p[_k.P_EPS] = c["eps"]
-    p[_k.P_FIXED_ALPHA] = c["fixed_alpha"]
-    p[_k.P_INCLUSIVE] = 1.0 if c["inclusive"] else 0.0
-    p[_k.P_INV_R] = inv_r
-    return p
-
-
-@dataclass(frozen=True, eq=False)
-class AdaptStep:
-    """The policy to run for one episode (from :meth:`SafeAdapter.ask`).
-
-    Attributes
-    ----------
-    episode : int
-        0-based episode index k.
-    component : int
-        0 = the candidate was drawn, 1 = the safe policy (drawn once for the episode).
-    policy : numpy.ndarray, shape (S, A)
-        The drawn component's policy table (read-only): run it for the whole episode.
-    alpha : float
-        Mixture weight of the candidate.
-    candidate : int
-        Current candidate l (-1 once every candidate is eliminated).
-    stage : int
-        Stage m.
-    """
-
-    episode: int
-    component: int
-    policy: np.ndarray
-    alpha: float
-    candidate: int
-    stage: int
-
-
-@dataclass(frozen=True, eq=False)
-class TestLog:
-    """Record of one test phase.
-
-    Attributes
-    ----------
-    profile : Profile
-    constants : dict
-        The resolved constants actually used (on the profile's scale).
-    seed, horizon : int
-    n_episodes : int
-        Episodes actually run (< the budget only when stopped on a violation).
-    candidate, alpha, component, stage, event : numpy.ndarray, shape (n_episodes,)
-        Per episode: candidate l (-1: none left), weight, drawn component (0 candidate,
-        1 safe), stage m, and the decision after it (0 none, 1 elimination, 2 update).
-    reward, cost : numpy.ndarray, shapes (n_episodes,), (n_episodes, K)
-        Observed discounted returns.
-    exact_reward, exact_cost : numpy.ndarray or None, shapes (n_episodes,), (n_episodes, K)
-        Exact values of each deployed mixture on the test task (model known).
-    regret : numpy.ndarray or None, shape (n_episodes,)
-        Cumulative ``sum_{j<=k} (V* - V_r(pi_j))``.
-    regret_reference : float or None
-        V* (the test task's LP optimum unless the user passed one).
-    violations : int or None
-        Number of episodes whose deployed mixture's exact cost exceeds the limit.
-    violation_episodes : numpy.ndarray or None
-    stopped_on_violation : bool
-    eliminated, eliminated_at : numpy.ndarray of int64
-        Candidates in the order they were eliminated, and the episode of each.
-    pi_out_weights : numpy.ndarray, shape (n + 1,)
-        pi_out = uniform average of the deployed mixtures, as weights over the n
-        candidates and (last entry) pi_s.
-    pi_out : Mixture
-        The same as an episode-level mixture.
-    pi_out_policy : numpy.ndarray or None, shape (S, A)
-        A stationary policy with the same occupancy measure (hence the same exact values)
-        as pi_out on the test task (model known).
-    guarantee : bool
-        Whether the paper's guarantee applies (paper profile with its preconditions met).
-    notes : tuple of str
-    """
-
-    __test__ = False  # not a pytest class
-
-    profile: Profile
-    constants: dict
-    seed: int
-    horizon: int
-    n_episodes: int
-    candidate: np.ndarray
-    alpha: np.ndarray
-    component: np.ndarray
-    stage: np.ndarray
-    event: np.ndarray
-    reward: np.ndarray
-    cost: np.ndarray
-    exact_reward: np.ndarray | None
-    exact_cost: np.ndarray | None
-    regret: np.ndarray | None
-    regret_reference: float | None
-    violations: int | None
-    violation_episodes: np.ndarray | None
-    stopped_on_violation: bool
-    eliminated: np.ndarray
-    eliminated_at: np.ndarray
-    pi_out_weights: np.ndarray
-    pi_out: Mixture
-    pi_out_policy: np.ndarray | None
-    guarantee: bool
-    notes: tuple = field(default_factory=tuple)
-
-    @property
-    def final_alpha(self) -> float:
-        return float(self.alpha[-1]) if self.n_episodes else math.nan
-
-    @property
-    def final_regret(self) -> float | None:
-        if self.regret is None or self.n_episodes == 0:
-            return None
-        return float(self.regret[-1])
-
-    def summary(self) -> str:
-        """A short report; violations are printed first and in capitals when present."""
-        lines = []
-        if self.violations:
-            lines.append(f"!!! SAFETY VIOLATIONS: {self.violations} of {self.n_episodes} deployed "
-                         f"mixtures have exact cost above the limit (first at episode "
-                         f"{int(self.violation_episodes[0])}) !!!")
-        if self.stopped_on_violation:
-            lines.append(f"!!! RUN STOPPED at episode {self.n_episodes} on a violation !!!")
-        lines.append(f"profile {self.profile.name}, {self.n_episodes} episodes, H = {self.horizon}, "
-                     f"seed {self.seed}")
-        if self.regret is not None:
-            lines.append(f"cumulative regret {self.final_regret:.6g} (reference V* = "
-                         f"{self.regret_reference:.6g}); violations {self.violations}")
-        lines.append(f"final alpha {self.final_alpha:.6g}, final candidate "
-                     f"{int(self.candidate[-1]) if self.n_episodes else -1}")
-        el = ", ".join(f"{int(c)}@{int(e)}" for c, e in zip(self.eliminated, self.eliminated_at))
-        lines.append(f"eliminations (candidate@episode): {el or 'none'}")
-        if not self.guarantee:
-            lines.append("note: the paper's safety guarantee does not apply to this run")
-        lines.extend(self.notes)
-        return "\n".join(lines)
+#: Relative tolerance on told returns leaving the calibrated return range.
+_RANGE_TOL = 1e-9
 
 
 class SafeAdapter:
@@ -395,13 +102,18 @@ class SafeAdapter:
     ----------
     policy_set : PolicySet
         Candidates ``pi_i`` with predictions (u, v), the safe policy and its (u_s, v_s).
-    profile : {"paper", "reference", "pce"} or Profile, default "paper"
+        The certified profile also needs its ``calibration``
+        (:func:`safemeta_fast.calibration.calibrate`; ``train`` adds one by default).
+    profile : {"certified", "paper", "reference", "pce"} or Profile, default "certified"
     n_episodes : int
         The budget K (enters the paper constants through ln(4K/delta)).
-    delta : float, default: the policy set's delta
-        Confidence in (0, 1).
+    delta : float, optional
+        Confidence in (0, 1). Certified: the *total* failure probability (default the
+        calibration's, 0.05), split into the calibration's ``delta_cal`` and
+        ``delta_test = delta - delta_cal``. Classic profiles: default the policy set's delta.
     horizon : int, default: the profile's horizon, else 600
-        Episode length H (used by :meth:`run`; ask/tell users run their own episodes).
+        Episode length H (used by :meth:`run`; ask/tell users run their own episodes,
+        and the certified bounds assume returns of H steps).
     seed : int, numpy.random.Generator or None
         Resolved once; episode k draws its component (and, in :meth:`run`, its rollout)
         from stream k of this seed.
@@ -412,6 +124,11 @@ class SafeAdapter:
     reward_range, utility_scale : float, array_like (K,), optional
         Normalisation of the paper profile (see :func:`normalisation_of`); required for a
         normalised profile.
+    control_variate : bool or None, default None
+        Certified: the start-state control variate (returns minus the state value of the
+        drawn component at s_0 on a fixed reference task, plus its nu0-mean). None: on
+        wherever s_0 is known: in :meth:`run` when the test task has the calibrated
+        nu0, and in ask/tell when the first :meth:`tell` passes ``start_state``.
 
     Examples
     --------
@@ -437,8 +154,9 @@ class SafeAdapter:
     0
     """
 
-    def __init__(self, policy_set, *, profile="paper", n_episodes, delta=None, horizon=None,
-                 seed=None, strict=True, reward_range=None, utility_scale=None):
+    def __init__(self, policy_set, *, profile="certified", n_episodes, delta=None, horizon=None,
+                 seed=None, strict=True, reward_range=None, utility_scale=None,
+                 control_variate=None):
         if not isinstance(policy_set, PolicySet):
             raise TypeError(f"policy_set must be a PolicySet; got {type(policy_set).__name__}")
         if isinstance(profile, str):
@@ -448,23 +166,44 @@ class SafeAdapter:
             profile = PROFILES[profile]
         elif not isinstance(profile, Profile):
             raise TypeError(f"profile must be a str or a Profile; got {type(profile).__name__}")
-        if not isinstance(strict, (bool, np.bool_)):
-            raise TypeError(f"strict must be a bool; got {type(strict).__name__}")
+        check_bool("strict", strict)
+        if control_variate is not None:
+            check_bool("control_variate", control_variate)
         ps = policy_set
         self.policy_set = ps
         self.profile = profile
         self.n_episodes = check_int("n_episodes", n_episodes, 1)
-        self.delta = check_real("delta", ps.delta if delta is None else delta, 0.0, 1.0,
-                                 lo_open=True, hi_open=True)
+        if self.n_episodes > 10**9:
+            raise ValueError(f"n_episodes is {self.n_episodes}; at most 10**9 episodes are "
+                             "supported (the per-episode record would not fit in memory)")
         if horizon is None:
             horizon = profile.horizon if profile.horizon is not None else 600
         self.horizon = check_int("horizon", horizon, 1)
         self.seed = resolve_seed(seed)
-        gamma = ps.gamma
+        self.notes: list[str] = []
+        self.guarantee = False
+        self.certified = bool(profile.certified)
+        self._comps = np.ascontiguousarray(np.concatenate([ps.policies, ps.safe_policy[None]]))
+        if self.certified:
+            self._init_certified(delta, control_variate)
+        else:
+            self._init_classic(delta, strict, reward_range, utility_scale)
+        n, K = self.n_episodes, ps.n_constraints
+        self._h = {"pair": np.zeros((n, 2), dtype=np.int64), "weight": np.zeros(n),
+                   "index": np.zeros(n, dtype=np.int64), "cand": np.zeros(n, dtype=np.int64),
+                   "alpha": np.zeros(n), "comp": np.zeros(n, dtype=np.int64),
+                   "stage": np.zeros(n, dtype=np.int64), "event": np.zeros(n, dtype=np.int64),
+                   "r": np.zeros(n), "c": np.zeros((n, K)), "alive": np.zeros(n, dtype=np.int64),
+                   "bound": np.zeros((n, K))}
+        self._pending: AdaptStep | None = None
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def _init_classic(self, delta, strict, reward_range, utility_scale):
+        ps, profile = self.policy_set, self.profile
         K = ps.n_constraints
-        if profile.fixed_alpha is not None:
-            check_real("profile.fixed_alpha", profile.fixed_alpha, 0.0, 1.0)
-        # scales
+        self.delta = check_real("delta", ps.delta if delta is None else delta, 0.0, 1.0,
+                                lo_open=True, hi_open=True)
         if profile.normalised:
             if reward_range is None or utility_scale is None:
                 raise ValueError(
@@ -489,30 +228,61 @@ class SafeAdapter:
         self._v = np.ascontiguousarray(ps.v / us[None, :])
         self._v_s = np.ascontiguousarray(ps.v_s / us[None, :])
         self._b = np.ascontiguousarray(ps.cost_limit, dtype=np.float64)
-        self.constants = profile.resolve(gamma=gamma, eps=ps.eps, n_episodes=self.n_episodes,
+        self.constants = profile.resolve(gamma=ps.gamma, eps=ps.eps, n_episodes=self.n_episodes,
                                          delta=self.delta)
-        self._params = _params_array(self.constants, 1.0 / rr)
-        self.notes: list[str] = []
-        self.guarantee = False
+        self._params = params_array(self.constants, 1.0 / rr)
         if profile.check_preconditions:
             self.guarantee = self._check_preconditions(strict)
-        # ask/tell state
         self._istate = np.zeros(_k.N_ISTATE, dtype=np.int64)
         self._fstate = np.zeros(_k.F_SUM_C + 2 * K)
         self._elim = np.zeros(ps.n_policies, dtype=np.int64)
         self._vlm = np.empty(K)
         _k.init_state(self._istate, self._fstate, self._elim, self._u, self._params)
-        self._pending: AdaptStep | None = None
-        n = self.n_episodes
-        self._h_cand = np.zeros(n, dtype=np.int64)
-        self._h_alpha = np.zeros(n)
-        self._h_comp = np.zeros(n, dtype=np.int64)
-        self._h_stage = np.zeros(n, dtype=np.int64)
-        self._h_event = np.zeros(n, dtype=np.int64)
-        self._h_r = np.zeros(n)
-        self._h_c = np.zeros((n, K))
 
-    # -- preconditions --------------------------------------------------------------
+    def _init_certified(self, delta, control_variate):
+        ps = self.policy_set
+        cal = ps.calibration
+        if cal is None:
+            raise ValueError(
+                "the certified profile needs a calibrated policy set and this one has no "
+                "calibration: ps = safemeta_fast.calibrate(ps, family) (train() adds one by "
+                "default), or choose another profile")
+        self.delta = check_real("delta", cal.delta if delta is None else delta, 0.0, 1.0,
+                                lo_open=True, hi_open=True)
+        if self.delta <= cal.delta_cal:
+            raise ValueError(f"delta is {self.delta}; it must exceed the calibration's delta_cal "
+                             f"= {cal.delta_cal} (delta_test = delta - delta_cal)")
+        self.delta_cal = cal.delta_cal
+        self.delta_test = self.delta - cal.delta_cal
+        if control_variate and cal.cv_values is None:
+            raise ValueError("control_variate=True, but the calibration has no control variate "
+                             "(the family's tasks do not share one nu0)")
+        self._cv_mode = control_variate
+        self._models: dict = {}
+        self._tell_cv: bool | None = None
+        self._b = np.ascontiguousarray(ps.cost_limit, dtype=np.float64)
+        model, self.constants = self._model(cal.cv_values is not None and control_variate is not False)
+        m, T = ps.n_policies + 1, ps.n_constraints + 1
+        self._cstate = fresh_state(cal.n_kept, m, T)
+        _kc.init_certified(self._cstate, model)
+        self._X = np.empty(T)
+        self.guarantee = True
+        step = ps.cost_limit.size
+        gh = (1.0 - ps.gamma ** self.horizon) / (1.0 - ps.gamma)
+        lo = np.concatenate([[cal.reward_range[0]], cal.cost_range[:step, 0]]) * gh
+        hi = np.concatenate([[cal.reward_range[1]], cal.cost_range[:step, 1]]) * gh
+        self._raw_range = (lo, hi)
+
+    def _model(self, use_cv: bool):
+        if use_cv not in self._models:
+            p = self.profile
+            self._models[use_cv] = certified_model(
+                self.policy_set, horizon=self.horizon, delta_test=self.delta_test,
+                use_cv=use_cv, check_min=p.check_min, check_frac=p.check_frac,
+                eb_grid=p.eb_grid)
+        return self._models[use_cv]
+
+    # -- preconditions ------------------------------------------------------------------
 
     def _check_preconditions(self, strict: bool) -> bool:
         c = self.constants
@@ -536,24 +306,43 @@ class SafeAdapter:
                + ". The safety guarantee of the paper does not hold.")
         if strict:
             raise SafetyAssumptionError(msg + " Pass strict=False to run anyway.")
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
         self.notes.append("WARNING: " + msg)
         return False
 
-    # -- ask / tell -----------------------------------------------------------------
+    # -- ask / tell ---------------------------------------------------------------------
 
     @property
     def episode(self) -> int:
         """Episodes told so far."""
+        if self.certified:
+            return int(self._cstate[0][_kc.C_EP])
         return int(self._istate[_k.I_EP])
+
+    def _deployment(self):
+        """(pair, weight) of the next episode's mixture."""
+        n = self.policy_set.n_policies
+        if self.certified:
+            ist, fst = self._cstate[0], self._cstate[1]
+            return (int(ist[_kc.C_A]), int(ist[_kc.C_B])), float(fst[_kc.CF_W])
+        l = int(self._istate[_k.I_CAND])
+        if l < 0:
+            return (n, n), 1.0
+        return (l, n), float(self._fstate[_k.F_ALPHA])
 
     @property
     def alpha(self) -> float:
-        return float(self._fstate[_k.F_ALPHA]) if self._istate[_k.I_CAND] >= 0 else 0.0
+        """Weight of the next mixture on candidates (1 - its weight on pi_s)."""
+        (a, c), w = self._deployment()
+        n = self.policy_set.n_policies
+        return w * (a < n) + (1.0 - w) * (c < n)
 
     @property
     def candidate(self) -> int:
-        return int(self._istate[_k.I_CAND])
+        """The candidate in the next mixture (-1: pi_s alone)."""
+        (a, c), _ = self._deployment()
+        n = self.policy_set.n_policies
+        return a if a < n else (c if c < n else -1)
 
     def ask(self) -> AdaptStep:
         """The policy for the next episode (the same step again until :meth:`tell`).
@@ -568,16 +357,23 @@ class SafeAdapter:
         k = self.episode
         if k >= self.n_episodes:
             raise RuntimeError(f"all n_episodes = {self.n_episodes} episodes are done")
-        l = self.candidate
-        alpha = self.alpha
-        comp = int(_k.draw_component(self.seed, k, alpha))
-        ps = self.policy_set
-        pol = ps.policies[l] if (comp == 0 and l >= 0) else ps.safe_policy
-        self._pending = AdaptStep(episode=k, component=comp, policy=pol, alpha=alpha,
-                                  candidate=l, stage=int(self._istate[_k.I_STAGE]))
+        n = self.policy_set.n_policies
+        pair, w = self._deployment()
+        if self.certified:
+            draw = int(_k.draw_component(self.seed, k, w))
+            stage = 0
+        else:
+            draw = int(_k.draw_component(self.seed, k, self._fstate[_k.F_ALPHA]))
+            stage = int(self._istate[_k.I_STAGE])
+        j = pair[0] if draw == 0 else pair[1]
+        pol = self._comps[j]
+        pol = _readonly(pol)
+        self._pending = AdaptStep(episode=k, component=0 if j < n else 1, policy=pol,
+                                  alpha=self.alpha, candidate=self.candidate, stage=stage,
+                                  index=j, pair=pair, weight=w)
         return self._pending
 
-    def tell(self, reward_return, cost_returns) -> None:
+    def tell(self, reward_return, cost_returns, *, start_state=None) -> None:
         """Feed back the discounted returns of the episode of the last :meth:`ask`.
 
         Parameters
@@ -586,6 +382,10 @@ class SafeAdapter:
             ``R = sum_{t<H} gamma^t r_t``.
         cost_returns : float or array_like, shape (K,)
             ``C_k = sum_{t<H} gamma^t c_t^k``.
+        start_state : int, optional
+            Certified profile: the episode's initial state s_0, which turns on the
+            start-state control variate (see the class docstring). Once given it is
+            required on every later tell (the bounds assume one mode per run).
         """
         if self._pending is None:
             raise RuntimeError("tell() called without a pending ask()")
@@ -598,35 +398,123 @@ class SafeAdapter:
         if bad.size:
             raise ValueError(f"cost_returns[{bad[0]}] is {C[bad[0]]}; it must be finite")
         st = self._pending
+        if self.certified:
+            event, extra = self._tell_certified(st, R, C, start_state)
+        else:
+            if start_state is not None:
+                raise ValueError(f"start_state is only used by the certified profile; profile "
+                                 f"{self.profile.name!r} takes tell(R, C)")
+            event = int(_k.observe(self._istate, self._fstate, self._elim, self._u, self._v,
+                                   self._u_s, self._v_s, self._b, self._inv_c, self._params,
+                                   R, C, self._vlm))
+            extra = None
         k = st.episode
-        self._h_cand[k] = st.candidate
-        self._h_alpha[k] = st.alpha
-        self._h_comp[k] = st.component
-        self._h_stage[k] = st.stage
-        self._h_r[k] = R
-        self._h_c[k] = C
-        self._h_event[k] = _k.observe(self._istate, self._fstate, self._elim, self._u, self._v,
-                                      self._u_s, self._v_s, self._b, self._inv_c, self._params,
-                                      R, C, self._vlm)
+        h = self._h
+        h["pair"][k] = st.pair
+        h["weight"][k] = st.weight
+        h["index"][k] = st.index
+        h["cand"][k] = st.candidate
+        h["alpha"][k] = st.alpha
+        h["comp"][k] = st.component
+        h["stage"][k] = st.stage
+        h["event"][k] = event
+        h["r"][k] = R
+        h["c"][k] = C
+        if extra is not None:
+            h["alive"][k], h["bound"][k] = extra
         self._pending = None
 
-    def log(self) -> TestLog:
-        """The ask/tell record so far (no exact audit: the model is unknown here)."""
-        n = self.episode
-        return self._make_log(n, self._h_cand[:n].copy(), self._h_alpha[:n].copy(),
-                              self._h_comp[:n].copy(), self._h_stage[:n].copy(),
-                              self._h_event[:n].copy(), self._h_r[:n].copy(),
-                              self._h_c[:n].copy(), self._elim.copy(), None, None, None, None,
-                              False, None)
+    def _tell_certified(self, st, R, C, start_state):
+        lo, hi = self._raw_range
+        x = np.concatenate([[R], C])
+        tol = _RANGE_TOL * (1.0 + np.maximum(np.abs(lo), np.abs(hi)))
+        out = np.flatnonzero((x < lo - tol) | (x > hi + tol))
+        if out.size:
+            t = int(out[0])
+            name = "reward_return" if t == 0 else f"cost_returns[{t - 1}]"
+            raise ValueError(
+                f"{name} is {x[t]:.6g}, outside the calibrated return range [{lo[t]:.6g}, "
+                f"{hi[t]:.6g}] of an H = {self.horizon} step episode (the family's per-step "
+                "range); the certified bounds assume returns inside it")
+        cal = self.policy_set.calibration
+        if self._tell_cv is None:
+            use = start_state is not None and cal.cv_values is not None
+            if self._cv_mode is True:
+                use = True
+            elif self._cv_mode is False:
+                use = False
+            self._tell_cv = use
+            self.constants = self._model(use)[1]
+        s0 = 0
+        if self._tell_cv:
+            if start_state is None:
+                raise ValueError("start_state is required: this run uses the start-state control "
+                                 "variate (construct with control_variate=False to run without)")
+            s0 = check_int("start_state", start_state, 0)
+            if s0 >= self.policy_set.n_states or cal.nu0[s0] <= 0:
+                raise ValueError(f"start_state is {s0}; it must be a state with nu0 > 0 of the "
+                                 f"calibrated family (0..{self.policy_set.n_states - 1})")
+        model = self._model(self._tell_cv)[0]
+        alive = int(self._cstate[0][_kc.C_NALIVE])
+        bound = self._cstate[6].copy()
+        _kc.adjust_returns(R, C, st.index, s0, model, self._X)
+        event = int(_kc.observe_certified(self._cstate, model, st.index, self._X))
+        if event == _kc.EV_REFUTED:
+            warnings.warn(
+                f"calibration refuted at episode {st.episode}: every reference task was rejected; "
+                "deploying pi_s alone from now on", CalibrationRefutedWarning, stacklevel=3)
+        return event, (alive, bound)
 
-    # -- fused ----------------------------------------------------------------------
+    def log(self, M_test=None, *, regret_reference=None, violation_tol=1e-9) -> TestLog:
+        """The ask/tell record so far; with ``M_test`` (a known model) the exact audit too.
+
+        Parameters
+        ----------
+        M_test : CMDP, optional
+            The test task, when known: every deployed mixture is then evaluated exactly
+            (reward, cost, regret, violations), as :meth:`run` does.
+        regret_reference : float, optional
+            V* for the regret (default the LP optimum of ``M_test``).
+        violation_tol : float
+            A violation is ``exact cost > limit + violation_tol``.
+        """
+        n = self.episode
+        h = {k: v[:n].copy() for k, v in self._h.items()}
+        tol = check_real("violation_tol", violation_tol, 0.0)
+        ex_r = ex_c = vstar = None
+        if M_test is not None:
+            self._check_model(M_test, True)
+            vstar = self._vstar(M_test, regret_reference)
+            cr, cc = exact_components(M_test, self.policy_set)
+            ex_r, ex_c = mixture_values(h["pair"], h["weight"], cr, cc)
+        cert = None
+        if self.certified:
+            ref = int(self._cstate[0][_kc.C_REFUTED])
+            cert = {"delta_cal": self.delta_cal, "delta_test": self.delta_test,
+                    "alive": h["alive"], "bound": h["bound"], "refuted_at": ref}
+            elim = np.full(self.policy_set.n_policies, -1, dtype=np.int64)
+        else:
+            elim = self._elim.copy()
+        return build_log(
+            self.policy_set, profile=self.profile, constants=self.constants, seed=self.seed,
+            horizon=self.horizon, cand=h["cand"], alpha=h["alpha"], comp=h["comp"],
+            stage=h["stage"], event=h["event"], pair=h["pair"], weight=h["weight"], R=h["r"],
+            C=h["c"], elim=elim, guarantee=self.guarantee, notes=self.notes, ex_r=ex_r,
+            ex_c=ex_c, vstar=vstar, M=M_test, tol=tol, certified=cert)
+
+    # -- fused ----------------------------------------------------------------------------
 
     def _tables(self, M: CMDP):
+        """Rollout tables: classic = pairs ``[pi_0, pi_s, pi_1, pi_s, ...]``; certified =
+        the m components in order."""
         ps = self.policy_set
         n = ps.n_policies
-        pols = np.empty((2 * n, ps.n_states, ps.n_actions))
-        pols[0::2] = ps.policies
-        pols[1::2] = ps.safe_policy
+        if self.certified:
+            pols = self._comps
+        else:
+            pols = np.empty((2 * n, ps.n_states, ps.n_actions))
+            pols[0::2] = ps.policies
+            pols[1::2] = ps.safe_policy
         succ_ptr = np.ascontiguousarray(M.succ_ptr, dtype=np.int64)
         if table_size(pols, succ_ptr) > _MAX_ENTRIES:
             raise ValueError("the rollout tables of this policy set are too large")
@@ -655,22 +543,50 @@ class SafeAdapter:
                              f"to {ps.cost_limit}")
         if abs(M.gamma - ps.gamma) > 1e-12:
             raise ValueError(f"M_test.gamma is {M.gamma}; the policy set has gamma {ps.gamma}")
-        if not isinstance(exact, (bool, np.bool_)):
-            raise TypeError(f"exact must be a bool; got {type(exact).__name__}")
+        check_bool("exact", exact)
+        if self.certified:
+            cal = ps.calibration
+            r, c = np.asarray(M.r), np.asarray(M.c).reshape(-1, ps.n_constraints)
+            tol = _RANGE_TOL * (1.0 + np.abs(cal.reward_range).max())
+            if r.min() < cal.reward_range[0] - tol or r.max() > cal.reward_range[1] + tol:
+                raise ValueError(
+                    f"M_test's rewards span [{r.min():.6g}, {r.max():.6g}], outside the calibrated "
+                    f"range [{cal.reward_range[0]:.6g}, {cal.reward_range[1]:.6g}]; the certified "
+                    "bounds assume returns inside the family's ranges")
+            for k in range(ps.n_constraints):
+                lo, hi = cal.cost_range[k]
+                tk = _RANGE_TOL * (1.0 + max(abs(lo), abs(hi)))
+                if c[:, k].min() < lo - tk or c[:, k].max() > hi + tk:
+                    raise ValueError(
+                        f"M_test's cost {k} spans [{c[:, k].min():.6g}, {c[:, k].max():.6g}], "
+                        f"outside the calibrated range [{lo:.6g}, {hi:.6g}]; the certified bounds "
+                        "assume returns inside the family's ranges")
 
-    def _exact_values(self, M):
-        from .evaluation import evaluate_many
+    @staticmethod
+    def _vstar(M, regret_reference):
+        if regret_reference is None:
+            from .lp import solve_lp
 
-        ps = self.policy_set
-        ev = evaluate_many(M, np.concatenate([ps.policies, ps.safe_policy[None]]))
-        return np.ascontiguousarray(ev.reward), np.ascontiguousarray(ev.cost)
+            return float(solve_lp(M).reward)
+        return check_real("regret_reference", regret_reference)
+
+    def _fused_cv(self, M) -> bool:
+        """Whether a fused run on M uses the control variate (needs the calibrated nu0)."""
+        cal = self.policy_set.calibration
+        if self._cv_mode is False or cal.cv_values is None:
+            return False
+        same = np.array_equal(np.asarray(M.nu0), np.asarray(cal.nu0))
+        if not same and self._cv_mode:
+            raise ValueError("control_variate=True needs M_test.nu0 equal to the calibrated nu0")
+        return same
 
     def run(self, M_test, *, exact=True, regret_reference=None, stop_on_violation=False,
             violation_tol=1e-9, closed_form=True) -> TestLog:
         """All ``n_episodes`` episodes on a known tabular test task in one compiled kernel.
 
         Starts from a fresh state with the adapter's seed (independent of any ask/tell
-        progress) and takes exactly the decisions ask/tell takes on the same returns.
+        progress) and takes exactly the decisions ask/tell takes on the same returns
+        (certified: with ``tell(..., start_state=s0)`` when the control variate is on).
 
         Parameters
         ----------
@@ -693,13 +609,10 @@ class SafeAdapter:
         -------
         TestLog
         """
-        self._check_model(M_test, exact)
-        tol = check_real("violation_tol", violation_tol, 0.0)
-        if stop_on_violation and not exact:
-            raise ValueError("stop_on_violation=True needs exact=True")
-        logs = self._run(M_test, np.array([self.seed], dtype=np.int64), exact, regret_reference,
-                         bool(stop_on_violation), tol, bool(closed_form), parallel=False)
-        return logs[0]
+        return self.run_tasks([M_test], seeds=[self.seed], regret_references=[regret_reference],
+                              exact=exact, stop_on_violation=stop_on_violation,
+                              violation_tol=violation_tol, closed_form=closed_form,
+                              threads=1)[0][0]
 
     def run_seeds(self, M_test, seeds, *, exact=True, regret_reference=None,
                   stop_on_violation=False, violation_tol=1e-9, closed_form=True,
@@ -709,13 +622,11 @@ class SafeAdapter:
         ``seeds`` is a sequence of ints; run i equals ``SafeAdapter(..., seed=seeds[i]).run``
         bit for bit, whatever the thread count.
         """
-        self._check_model(M_test, exact)
-        tol = check_real("violation_tol", violation_tol, 0.0)
-        seeds = np.array([resolve_seed(int(s)) for s in seeds], dtype=np.int64)
-        if seeds.size == 0:
-            raise ValueError("seeds is empty; pass at least one seed")
-        return self._run(M_test, seeds, exact, regret_reference, bool(stop_on_violation), tol,
-                         bool(closed_form), parallel=bool(parallel))
+        check_bool("parallel", parallel)
+        return self.run_tasks([M_test], seeds=seeds, regret_references=[regret_reference],
+                              exact=exact, stop_on_violation=stop_on_violation,
+                              violation_tol=violation_tol, closed_form=closed_form,
+                              threads=None if parallel else 1)[0]
 
     def run_tasks(self, tasks, *, seeds=None, regret_references=None, exact=True,
                   stop_on_violation=False, violation_tol=1e-9, closed_form=True,
@@ -726,12 +637,12 @@ class SafeAdapter:
         ----------
         tasks : sequence of CMDP
         seeds : sequence of int, optional
-            Seeds run on every task; default ``[adapter seed]``.
+            Seeds run on every task; default ``[adapter seed]``. Integers only.
         regret_references : sequence of float, optional
             One V* per task (default: each task's LP optimum, see :meth:`run`).
         threads : int, optional
-            Worker threads (default: ``numba.get_num_threads()``). The fused kernel
-            releases the GIL, so runs proceed in parallel; every run owns its arrays and
+            Worker threads (default: ``numba.get_num_threads()``). The fused kernels
+            release the GIL, so runs proceed in parallel; every run owns its arrays and
             its random streams, so results do not depend on ``threads``.
 
         Returns
@@ -753,9 +664,14 @@ class SafeAdapter:
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"tasks[{i}]: {exc}") from None
         tol = check_real("violation_tol", violation_tol, 0.0)
+        check_bool("stop_on_violation", stop_on_violation)
+        check_bool("closed_form", closed_form)
         if stop_on_violation and not exact:
             raise ValueError("stop_on_violation=True needs exact=True")
-        seeds = [self.seed] if seeds is None else [resolve_seed(int(s)) for s in seeds]
+        if seeds is None:
+            seeds = [self.seed]
+        else:
+            seeds = [resolve_seed(check_int(f"seeds[{j}]", s, 0)) for j, s in enumerate(seeds)]
         if not seeds:
             raise ValueError("seeds is empty; pass at least one seed")
         if regret_references is None:
@@ -772,132 +688,104 @@ class SafeAdapter:
             i, _, s = unit
             return self._execute(preps[i], s, bool(stop_on_violation), tol, bool(closed_form))
 
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            outs = list(pool.map(work, units))
+        if n_threads == 1 or len(units) == 1:
+            outs = [work(u) for u in units]
+        else:
+            with ThreadPoolExecutor(max_workers=n_threads) as pool:
+                outs = list(pool.map(work, units))
         logs = [[None] * len(seeds) for _ in tasks]
         for (i, j, s), out in zip(units, outs):
             logs[i][j] = self._log_of(preps[i], out, s, tol)
         return logs
 
     def _prepare(self, M, exact, regret_reference):
-        """Per-task inputs of the fused kernel: tables, exact values, V*."""
-        n, K = self.policy_set.n_policies, self.policy_set.n_constraints
+        """Per-task inputs of the fused kernel: tables, exact component values, V*."""
+        m, K = self.policy_set.n_policies + 1, self.policy_set.n_constraints
         if exact:
-            ex_r, ex_c = self._exact_values(M)
-            if regret_reference is None:
-                from .lp import solve_lp
-
-                vstar = float(solve_lp(M).reward)
-            else:
-                vstar = check_real("regret_reference", regret_reference)
+            ex_r, ex_c = exact_components(M, self.policy_set)
+            vstar = self._vstar(M, regret_reference)
         else:
-            ex_r = np.full(n + 1, np.nan)
-            ex_c = np.full((n + 1, K), np.nan)
-            vstar = None
-        return {"M": M, "exact": exact, "ex_r": ex_r, "ex_c": ex_c, "vstar": vstar,
+            ex_r, ex_c, vstar = np.full(m, np.nan), np.full((m, K), np.nan), None
+        prep = {"M": M, "exact": exact, "ex_r": ex_r, "ex_c": ex_c, "vstar": vstar,
                 "tabs": self._tables(M)}
-
-    def _fresh_outputs(self, B):
-        ps = self.policy_set
-        n, K, N = ps.n_policies, ps.n_constraints, self.n_episodes
-        o = {"ist": np.zeros((B, _k.N_ISTATE), dtype=np.int64),
-             "fst": np.zeros((B, _k.F_SUM_C + 2 * K)),
-             "elim": np.zeros((B, n), dtype=np.int64),
-             "r": np.zeros((B, N)), "c": np.zeros((B, N, K)),
-             "comp": np.zeros((B, N), dtype=np.int64), "cand": np.zeros((B, N), dtype=np.int64),
-             "alpha": np.zeros((B, N)), "stage": np.zeros((B, N), dtype=np.int64),
-             "event": np.zeros((B, N), dtype=np.int64),
-             "er": np.zeros((B, N)), "ec": np.zeros((B, N, K)),
-             "status": np.zeros(B, dtype=np.int64), "done": np.zeros(B, dtype=np.int64)}
-        for b in range(B):
-            _k.init_state(o["ist"][b], o["fst"][b], o["elim"][b], self._u, self._params)
-        return o
-
-    def _common(self):
-        return (self._u, self._v, self._u_s, self._v_s, self._b, self._inv_c, self._params)
+        if self.certified:
+            use_cv = self._fused_cv(M)
+            prep["model"], prep["constants"] = self._model(use_cv)
+            if not use_cv and self._cv_mode is None and self.policy_set.calibration.cv_values is not None:
+                prep["note"] = ("control variate off: M_test.nu0 differs from the calibrated nu0")
+        return prep
 
     def _execute(self, prep, seed, stop, tol, closed_form):
-        """One fused run (releases the GIL); returns its output arrays (leading axis 1)."""
-        o = self._fresh_outputs(1)
-        o["status"][0], o["done"][0] = _k.run_fused(
-            int(seed), self.n_episodes, *self._common(), o["ist"][0], o["fst"][0], o["elim"][0],
-            *prep["tabs"], closed_form, prep["ex_r"], prep["ex_c"], stop, tol, o["r"][0],
-            o["c"][0], o["comp"][0], o["cand"][0], o["alpha"][0], o["stage"][0], o["event"][0],
-            o["er"][0], o["ec"][0])
+        """One fused run (releases the GIL); returns its output arrays."""
+        ps = self.policy_set
+        N, K = self.n_episodes, ps.n_constraints
+        o = {"r": np.zeros(N), "c": np.zeros((N, K)), "comp": np.zeros(N, dtype=np.int64),
+             "event": np.zeros(N, dtype=np.int64), "er": np.zeros(N), "ec": np.zeros((N, K))}
+        tabs = prep["tabs"] + (closed_form,)
+        if self.certified:
+            cal = ps.calibration
+            state = fresh_state(cal.n_kept, ps.n_policies + 1, K + 1)
+            _kc.init_certified(state, prep["model"])
+            o.update(a=np.zeros(N, dtype=np.int64), b=np.zeros(N, dtype=np.int64),
+                     w=np.zeros(N), alive=np.zeros(N, dtype=np.int64), bound=np.zeros((N, K)))
+            outs = (o["r"], o["c"], o["comp"], o["a"], o["b"], o["w"], o["alive"], o["bound"],
+                    o["event"], o["er"], o["ec"])
+            o["status"], o["done"] = _kc.run_certified(
+                int(seed), N, state, prep["model"], tabs, prep["ex_r"], prep["ex_c"], stop, tol,
+                outs)
+            o["refuted_at"] = int(state[0][_kc.C_REFUTED])
+            return o
+        ist = np.zeros(_k.N_ISTATE, dtype=np.int64)
+        fst = np.zeros(_k.F_SUM_C + 2 * K)
+        elim = np.zeros(ps.n_policies, dtype=np.int64)
+        _k.init_state(ist, fst, elim, self._u, self._params)
+        o.update(cand=np.zeros(N, dtype=np.int64), alpha=np.zeros(N),
+                 stage=np.zeros(N, dtype=np.int64), elim=elim)
+        o["status"], o["done"] = _k.run_fused(
+            int(seed), N, self._u, self._v, self._u_s, self._v_s, self._b, self._inv_c,
+            self._params, ist, fst, elim, *prep["tabs"], closed_form, prep["ex_r"], prep["ex_c"],
+            stop, tol, o["r"], o["c"], o["comp"], o["cand"], o["alpha"], o["stage"], o["event"],
+            o["er"], o["ec"])
         return o
 
-    def _log_of(self, prep, o, seed, tol, b=0):
-        d = int(o["done"][b])
+    def _log_of(self, prep, o, seed, tol):
+        d = int(o["done"])
+        n = self.policy_set.n_policies
         exact = prep["exact"]
-        return self._make_log(
-            d, o["cand"][b, :d], o["alpha"][b, :d], o["comp"][b, :d], o["stage"][b, :d],
-            o["event"][b, :d], o["r"][b, :d], o["c"][b, :d], o["elim"][b],
-            o["er"][b, :d] if exact else None, o["ec"][b, :d] if exact else None,
-            prep["vstar"], prep["M"] if exact else None, o["status"][b] == _k.STATUS_STOPPED,
-            tol, seed=int(seed))
-
-    def _run(self, M, seeds, exact, regret_reference, stop, tol, closed_form, parallel):
-        prep = self._prepare(M, exact, regret_reference)
-        if not parallel:
-            return [self._log_of(prep, self._execute(prep, s, stop, tol, closed_form), s, tol)
-                    for s in seeds]
-        o = self._fresh_outputs(seeds.size)
-        _k.run_fused_batch(seeds, self.n_episodes, *self._common(), o["ist"], o["fst"], o["elim"],
-                           *prep["tabs"], closed_form, prep["ex_r"], prep["ex_c"], stop, tol,
-                           o["r"], o["c"], o["comp"], o["cand"], o["alpha"], o["stage"],
-                           o["event"], o["er"], o["ec"], o["status"], o["done"])
-        return [self._log_of(prep, o, s, tol, b) for b, s in enumerate(seeds)]
-
-    def _make_log(self, d, cand, alpha, comp, stage, event, R, C, elim, ex_r, ex_c, vstar, M,
-                  stopped, tol, seed=None):
-        ps = self.policy_set
-        n = ps.n_policies
-        order = np.argsort(np.where(elim >= 0, elim, np.iinfo(np.int64).max), kind="stable")
-        order = order[elim[order] >= 0]
-        w = np.zeros(n + 1)
-        if d:
-            alive = cand >= 0
-            np.add.at(w, cand[alive], alpha[alive])
-            w[n] = np.sum(1.0 - alpha[alive]) + np.count_nonzero(~alive)
-            w /= d
+        cut = {k: v[:d] for k, v in o.items() if isinstance(v, np.ndarray) and v.ndim >= 1
+               and v.shape[0] == self.n_episodes}
+        notes = list(self.notes)
+        if self.certified:
+            pair = np.stack([cut["a"], cut["b"]], axis=1)
+            weight = cut["w"]
+            index = np.where(cut["comp"] == 0, cut["a"], cut["b"])
+            alpha = weight * (cut["a"] < n) + (1.0 - weight) * (cut["b"] < n)
+            cand = np.where(cut["a"] < n, cut["a"], np.where(cut["b"] < n, cut["b"], -1))
+            comp = (index == n).astype(np.int64)
+            stage = np.zeros(d, dtype=np.int64)
+            elim = np.full(n, -1, dtype=np.int64)
+            constants = prep["constants"]
+            cert = {"delta_cal": self.delta_cal, "delta_test": self.delta_test,
+                    "alive": cut["alive"], "bound": cut["bound"], "refuted_at": o["refuted_at"]}
+            if "note" in prep:
+                notes.append(prep["note"])
+            if o["refuted_at"] >= 0:
+                warnings.warn(f"calibration refuted at episode {o['refuted_at']} (seed {seed}): "
+                              "every reference task was rejected; pi_s ran alone afterwards",
+                              CalibrationRefutedWarning, stacklevel=4)
         else:
-            w[n] = 1.0
-        comps = np.concatenate([ps.policies, ps.safe_policy[None]])
-        pi_out = Mixture(comps, w / w.sum())
-        regret = violations = viol_eps = pi_pol = None
-        if ex_r is not None:
-            regret = np.cumsum(vstar - ex_r)
-            viol_mask = np.any(ex_c > self._b[None, :] + tol, axis=1)
-            viol_eps = np.flatnonzero(viol_mask)
-            violations = int(viol_eps.size)
-            pi_pol = self._occupancy_policy(M, comps, pi_out.weights)
-        notes = tuple(self.notes)
-        if cand.size and np.any(cand < 0):
-            first = int(np.flatnonzero(cand < 0)[0])
-            notes += (f"every candidate was eliminated by episode {first}; the safe policy ran "
-                      "alone afterwards",)
-        ro = lambda a: None if a is None else _readonly(np.ascontiguousarray(a))  # noqa: E731
-        return TestLog(
-            profile=self.profile, constants=dict(self.constants),
-            seed=self.seed if seed is None else seed, horizon=self.horizon, n_episodes=d,
-            candidate=ro(cand), alpha=ro(alpha), component=ro(comp), stage=ro(stage),
-            event=ro(event), reward=ro(R), cost=ro(C), exact_reward=ro(ex_r), exact_cost=ro(ex_c),
-            regret=ro(regret), regret_reference=vstar, violations=violations,
-            violation_episodes=ro(viol_eps), stopped_on_violation=bool(stopped),
-            eliminated=ro(order.astype(np.int64)), eliminated_at=ro(elim[order].copy()),
-            pi_out_weights=ro(w), pi_out=pi_out, pi_out_policy=ro(pi_pol),
-            guarantee=bool(self.guarantee), notes=notes,
-        )
-
-    @staticmethod
-    def _occupancy_policy(M, comps, w):
-        from .evaluation import occupancy
-
-        mu = np.zeros((M.n_states, M.n_actions))
-        for i in np.flatnonzero(w > 0):
-            mu += w[i] * occupancy(M, comps[i])
-        d = mu.sum(axis=1, keepdims=True)
-        pol = np.full_like(mu, 1.0 / M.n_actions)
-        reach = d[:, 0] > 1e-300
-        pol[reach] = mu[reach] / d[reach]
-        return pol
+            cand, alpha, comp, stage = cut["cand"], cut["alpha"], cut["comp"], cut["stage"]
+            alive = cand >= 0
+            pair = np.stack([np.where(alive, cand, n), np.full(d, n)], axis=1)
+            weight = np.where(alive, alpha, 1.0)
+            elim = o["elim"]
+            constants = self.constants
+            cert = None
+        return build_log(
+            self.policy_set, profile=self.profile, constants=constants, seed=seed,
+            horizon=self.horizon, cand=cand, alpha=alpha, comp=comp, stage=stage,
+            event=cut["event"], pair=pair, weight=weight, R=cut["r"], C=cut["c"], elim=elim,
+            guarantee=self.guarantee, notes=notes, ex_r=cut["er"] if exact else None,
+            ex_c=cut["ec"] if exact else None, vstar=prep["vstar"],
+            M=prep["M"] if exact else None, stopped=o["status"] == _k.STATUS_STOPPED, tol=tol,
+            certified=cert)

@@ -13,6 +13,7 @@ __all__ = [
     "OracleError",
     "SafetyAssumptionError",
     "ConvergenceError",
+    "CalibrationRefutedWarning",
 ]
 
 
@@ -51,3 +52,12 @@ class SafetyAssumptionError(SafeMetaError):
 
 class ConvergenceError(SafeMetaError):
     """An iterative method stopped at its iteration cap before reaching its tolerance."""
+
+
+class CalibrationRefutedWarning(UserWarning):
+    """The certified test phase rejected every calibrated reference task.
+
+    The observed returns are inconsistent with the calibrated prior (which happens with
+    probability at most delta_cal + delta_test when its assumptions hold, e.g. the test
+    task really comes from the training distribution); the safe policy runs alone.
+    """

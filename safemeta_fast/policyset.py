@@ -11,6 +11,11 @@ every array). ``save`` writes a temporary file next to the target and renames it
 interrupted save never leaves a half-written artifact; ``load`` validates the schema,
 the checksum, and every shape and value, and raises :class:`ArtifactError` with a clear
 message for a truncated or tampered file.
+
+Schema 2 adds the optional joint conformal prior of the certified test-time phase
+(:class:`~safemeta_fast.calibration.Calibration`, arrays stored under ``cal_*`` names) and
+a checksum over the arrays *and* the metadata. Schema 1 files still load (without a
+calibration, with a warning saying how to add one).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +38,10 @@ from .policy import _check_stochastic
 __all__ = ["PolicySet", "ArtifactError", "SCHEMA_VERSION"]
 
 #: Version of the on-disk layout; bumped on any incompatible change.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Older layouts that still load.
+_READABLE = (1, 2)
+_CAL_PREFIX = "cal_"
 
 _ARRAYS = ("policies", "u", "v", "u_s", "v_s", "safe_policy", "cover_params", "cost_limit")
 _META_KEY = "__metadata__"
@@ -42,14 +51,19 @@ class ArtifactError(SafeMetaError):
     """A saved artifact is missing, truncated, tampered with, or of another schema."""
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
+def _digest(arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
+    """SHA-256 over every array (sorted by name) and, from schema 2 on, the metadata."""
     h = hashlib.sha256()
-    for name in _ARRAYS:
+    names = _ARRAYS if meta is None else sorted(arrays)
+    for name in names:
         a = np.ascontiguousarray(arrays[name])
         h.update(name.encode())
         h.update(str(a.dtype).encode())
         h.update(repr(a.shape).encode())
         h.update(a.tobytes())
+    if meta is not None:
+        body = {k: v for k, v in meta.items() if k != "sha256"}
+        h.update(json.dumps(body, sort_keys=True, allow_nan=False).encode("utf-8"))
     return h.hexdigest()
 
 
@@ -84,6 +98,9 @@ class PolicySet:
         Anything else worth keeping (oracle names, distance mode, worst task, ...).
     version : str
         Package version that wrote it.
+    calibration : Calibration or None
+        The joint conformal prior of the certified test-time phase
+        (:func:`safemeta_fast.calibration.calibrate`); None when not calibrated.
     """
 
     policies: np.ndarray
@@ -102,6 +119,7 @@ class PolicySet:
     rounds: list = field(default_factory=list)
     info: dict = field(default_factory=dict)
     version: str = ""
+    calibration: object = None
 
     def __post_init__(self):
         pols = np.array(self.policies, dtype=np.float64)
@@ -147,6 +165,18 @@ class PolicySet:
             from . import __version__
 
             object.__setattr__(self, "version", __version__)
+        if self.calibration is not None:
+            from .calibration import Calibration
+
+            cal = self.calibration
+            if not isinstance(cal, Calibration):
+                raise TypeError(f"calibration must be a Calibration or None; got {type(cal).__name__}")
+            if cal.values.shape[1:] != (n + 1, K + 1):
+                raise ValueError(f"calibration values are for (m, T) = {cal.values.shape[1:]}; this "
+                                 f"policy set needs {(n + 1, K + 1)}")
+            if cal.nu0 is not None and cal.cv_values.shape[1] != S:
+                raise ValueError(f"calibration control variate has {cal.cv_values.shape[1]} states; "
+                                 f"the policies have {S}")
 
     # -- shape helpers --------------------------------------------------------------
 
@@ -168,8 +198,10 @@ class PolicySet:
 
     # -- persistence ------------------------------------------------------------------
 
-    def _metadata(self) -> dict:
-        return {
+    def _payload(self) -> tuple[dict, dict]:
+        """(arrays, metadata) exactly as stored; the digest covers both."""
+        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        meta = {
             "schema_version": SCHEMA_VERSION,
             "kind": "safemeta_fast.PolicySet",
             "package_version": self.version,
@@ -180,8 +212,22 @@ class PolicySet:
             "seed": self.seed,
             "rounds": self.rounds,
             "info": self.info,
-            "sha256": _digest({name: getattr(self, name) for name in _ARRAYS}),
+            "calibration": None,
         }
+        cal = self.calibration
+        if cal is not None:
+            present = []
+            for name in cal.ARRAYS:
+                a = getattr(cal, name)
+                if a is not None:
+                    arrays[_CAL_PREFIX + name] = np.asarray(a)
+                    present.append(name)
+            meta["calibration"] = {
+                "arrays": present, "info": cal.info,
+                **{name: getattr(cal, name) for name in cal.SCALARS},
+            }
+        meta["sha256"] = _digest(arrays, meta)
+        return arrays, meta
 
     def save(self, path) -> Path:
         """Write the artifact atomically (temporary file in the same folder, then rename).
@@ -193,17 +239,18 @@ class PolicySet:
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            meta = json.dumps(self._metadata(), sort_keys=True, allow_nan=False)
+            payload, meta = self._payload()
+            meta_s = json.dumps(meta, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"PolicySet metadata is not JSON-serialisable: {exc}") from None
-        payload = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
-        payload[_META_KEY] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
+        payload[_META_KEY] = np.frombuffer(meta_s.encode("utf-8"), dtype=np.uint8)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **payload)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -213,7 +260,11 @@ class PolicySet:
 
     @classmethod
     def load(cls, path) -> "PolicySet":
-        """Read and validate an artifact written by :meth:`save` (never unpickles)."""
+        """Read and validate an artifact written by :meth:`save` (never unpickles).
+
+        Schema 1 files (before calibration existed) load without a calibration and warn;
+        add one with :func:`safemeta_fast.calibration.calibrate`.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no policy set at {path}")
@@ -223,31 +274,50 @@ class PolicySet:
                 missing = [k for k in (*_ARRAYS, _META_KEY) if k not in files]
                 if missing:
                     raise ArtifactError(f"{path}: not a PolicySet artifact (missing {missing})")
-                arrays = {k: np.array(data[k]) for k in _ARRAYS}
+                arrays = {k: np.array(data[k]) for k in files if k != _META_KEY}
                 meta_bytes = bytes(np.asarray(data[_META_KEY], dtype=np.uint8))
         except ArtifactError:
             raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+                NotImplementedError) as exc:
             raise ArtifactError(f"{path}: unreadable or truncated artifact ({exc})") from None
         try:
             meta = json.loads(meta_bytes.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{path}: metadata is not valid JSON ({exc})") from None
-        if meta.get("kind") != "safemeta_fast.PolicySet":
-            raise ArtifactError(f"{path}: metadata kind is {meta.get('kind')!r}, not a PolicySet")
-        if meta.get("schema_version") != SCHEMA_VERSION:
+        if not isinstance(meta, dict) or meta.get("kind") != "safemeta_fast.PolicySet":
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            raise ArtifactError(f"{path}: metadata kind is {kind!r}, not a PolicySet")
+        version = meta.get("schema_version")
+        if version not in _READABLE:
             raise ArtifactError(
-                f"{path}: schema version {meta.get('schema_version')!r}; this package reads "
-                f"version {SCHEMA_VERSION}"
-            )
-        if _digest(arrays) != meta.get("sha256"):
-            raise ArtifactError(f"{path}: checksum mismatch, the arrays were modified after saving")
+                f"{path}: schema version {version!r}; this package reads versions {list(_READABLE)}")
+        if version == 1:
+            ok = _digest({k: arrays[k] for k in _ARRAYS}) == meta.get("sha256")
+        else:
+            ok = _digest(arrays, meta) == meta.get("sha256")
+        if not ok:
+            raise ArtifactError(f"{path}: checksum mismatch, the arrays or the metadata were "
+                                "modified after saving")
         try:
+            cal = None
+            if version == 1:
+                warnings.warn(
+                    f"{path}: schema-1 policy set (no calibration); the certified test-time "
+                    "profile needs one: ps = safemeta_fast.calibrate(ps, family) and save again",
+                    UserWarning, stacklevel=2)
+            elif meta.get("calibration") is not None:
+                from .calibration import Calibration
+
+                cm = meta["calibration"]
+                cal = Calibration(
+                    **{name: arrays.get(_CAL_PREFIX + name) for name in Calibration.ARRAYS},
+                    **{name: cm[name] for name in Calibration.SCALARS}, info=cm["info"])
             return cls(
-                **arrays,
+                **{k: arrays[k] for k in _ARRAYS},
                 gamma=meta["gamma"], eps=meta["eps"], delta=meta["delta"],
                 xi_hat=meta["xi_hat"], seed=meta["seed"], rounds=meta["rounds"],
-                info=meta["info"], version=meta["package_version"],
+                info=meta["info"], version=meta["package_version"], calibration=cal,
             )
         except KeyError as exc:
             raise ArtifactError(f"{path}: metadata lacks {exc}") from None
@@ -258,5 +328,6 @@ class PolicySet:
         return (
             f"PolicySet(n_policies={self.n_policies}, n_states={self.n_states}, "
             f"n_actions={self.n_actions}, n_constraints={self.n_constraints}, "
-            f"xi_hat={self.xi_hat:.6g}, eps={self.eps:g}, delta={self.delta:g})"
+            f"xi_hat={self.xi_hat:.6g}, eps={self.eps:g}, delta={self.delta:g}, "
+            f"calibrated={self.calibration is not None})"
         )

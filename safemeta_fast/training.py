@@ -25,9 +25,11 @@ from .policyset import PolicySet
 from .safe_policy import robust_safe_policy, verify_safe_policy
 from .seeding import resolve_seed
 from .tasks import TaskFamily
+from .theory import lipschitz_constant, normalised_margin
 
 __all__ = [
     "train",
+    "calibration_seed",
     "lipschitz_constant",
     "normalised_margin",
     "SafetyPreconditionWarning",
@@ -43,25 +45,6 @@ class SafetyPreconditionWarning(UserWarning):
 
 class UncoveredUnsafeWarning(UserWarning):
     """The safe policy violates a limit on sampled tasks outside the cover."""
-
-
-def lipschitz_constant(gamma: float) -> float:
-    """L = 1/(1-gamma) + 2 gamma/(1-gamma)^2 (SPEC section 3; 190 at gamma = 0.9)."""
-    return 1.0 / (1.0 - gamma) + 2.0 * gamma / (1.0 - gamma) ** 2
-
-
-def normalised_margin(slack: np.ndarray, tasks) -> float:
-    """Smallest slack on the paper's normalised scale (SPEC section 2).
-
-    Each constraint k is the utility ``(1-gamma) b_k - c_k`` divided by its largest
-    absolute value ``G_k`` over the tasks; the slack ``b_k - V_c^k`` becomes ``slack / G_k``.
-    """
-    G = None
-    for M in tasks:
-        g = np.abs((1.0 - M.gamma) * M.cost_limit[None, None, :] - M.c).max(axis=(0, 1))
-        G = g if G is None else np.maximum(G, g)
-    G = np.where(G > 0, G, 1.0)
-    return float(np.min(np.asarray(slack) / G))
 
 
 def _solve_ol(M: CMDP, oracle: str, options: dict):
@@ -100,6 +83,8 @@ def train(
     n_rule: str = "paper",
     max_rounds: int = 8,
     verify: str = "all",
+    calibration: bool = True,
+    calibration_options: dict | None = None,
     seed=None,
     progress: bool = True,
 ) -> PolicySet:
@@ -138,9 +123,16 @@ def train(
         ``xi_hat`` is the smallest slack over the cover tasks and the covered samples (the
         tasks the guarantee speaks about); samples outside the cover are checked too and
         reported in ``info["outside_cover"]`` with a warning when pi_s is unsafe there.
+    calibration : bool, default True
+        Attach the joint conformal prior of the certified test-time profile
+        (:func:`safemeta_fast.calibration.calibrate`, on fresh tasks from the family with
+        a seed derived from ``seed`` and distinct from every training sample).
+    calibration_options : dict, optional
+        Keyword arguments of ``calibrate`` (``n_reference``, ``n_calibration``, ``delta``,
+        ``delta_cal``, ``seed``).
     seed : int, Generator or None
     progress : bool
-        Progress bars over cover rounds, oracle calls and verification.
+        Progress bars over cover rounds, oracle calls, verification and calibration.
 
     Returns
     -------
@@ -172,6 +164,8 @@ def train(
     """
     if not isinstance(family, TaskFamily):
         raise TypeError(f"family must be a TaskFamily; got {type(family).__name__}")
+    if not isinstance(calibration, (bool, np.bool_)):
+        raise TypeError(f"calibration must be a bool; got {type(calibration).__name__}")
     if oracle not in ORACLES:
         raise ValueError(f"oracle is {oracle!r}; expected one of {ORACLES}")
     if verify not in ("all", "cover"):
@@ -287,9 +281,22 @@ def train(
         "seconds": {"cover": t_cover, "oracles": t_ol,
                     "total": time.perf_counter() - t_start},
     }
-    return PolicySet(
+    ps = PolicySet(
         policies=np.stack(policies), u=np.array(u), v=np.stack(v),
         u_s=cover_check.reward, v_s=cover_check.slack, safe_policy=pi_s,
         cover_params=cover.chosen_params, cost_limit=cover_tasks[0].cost_limit, gamma=gamma,
         eps=float(eps), delta=float(delta), xi_hat=xi_hat, seed=used_seed, rounds=rounds, info=info,
     )
+    if calibration:
+        from .calibration import calibrate
+
+        copts = dict(calibration_options or {})
+        copts.setdefault("seed", calibration_seed(used_seed))
+        ps = calibrate(ps, family, progress=progress, **copts)
+    return ps
+
+
+def calibration_seed(training_seed: int) -> int:
+    """The calibration seed ``train`` derives from its own seed (a separate stream)."""
+    words = np.random.SeedSequence([int(training_seed), 0xCA11B]).generate_state(2, np.uint64)
+    return int(words[0] >> np.uint64(1))
