@@ -437,16 +437,12 @@ class SafeAdapter:
                 f"{hi[t]:.6g}] of an H = {self.horizon} step episode (the family's per-step "
                 "range); the certified bounds assume returns inside it")
         cal = self.policy_set.calibration
-        if self._tell_cv is None:
-            use = start_state is not None and cal.cv_values is not None
-            if self._cv_mode is True:
-                use = True
-            elif self._cv_mode is False:
-                use = False
-            self._tell_cv = use
-            self.constants = self._model(use)[1]
+        use = self._tell_cv
+        if use is None:  # the first tell fixes the mode for the run
+            use = (start_state is not None and cal.cv_values is not None
+                   if self._cv_mode is None else self._cv_mode)
         s0 = 0
-        if self._tell_cv:
+        if use:
             if start_state is None:
                 raise ValueError("start_state is required: this run uses the start-state control "
                                  "variate (construct with control_variate=False to run without)")
@@ -454,7 +450,10 @@ class SafeAdapter:
             if s0 >= self.policy_set.n_states or cal.nu0[s0] <= 0:
                 raise ValueError(f"start_state is {s0}; it must be a state with nu0 > 0 of the "
                                  f"calibrated family (0..{self.policy_set.n_states - 1})")
-        model = self._model(self._tell_cv)[0]
+        if self._tell_cv is None:
+            self._tell_cv = use
+            self.constants = self._model(use)[1]
+        model = self._model(use)[0]
         alive = int(self._cstate[0][_kc.C_NALIVE])
         bound = self._cstate[6].copy()
         _kc.adjust_returns(R, C, st.index, s0, model, self._X)

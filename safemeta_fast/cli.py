@@ -105,7 +105,9 @@ def cmd_train(args) -> int:
         ps = train(family, eps=args.eps, delta=args.delta, distance=args.distance,
                    safe_policy=safe, oracle=args.oracle, n_rule=args.n_rule,
                    max_rounds=args.max_rounds, verify=args.verify, seed=args.seed,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, calibration=not args.no_calibration,
+                   calibration_options={"n_reference": args.n_reference,
+                                        "n_calibration": args.n_calibration})
     path = ps.save(args.out)
     info = ps.info
     print(f"policy set written to {path}")
@@ -124,6 +126,14 @@ def cmd_train(args) -> int:
     pre = info["precondition"]
     print(f"paper precondition (8L+18) eps <= xi (normalised): {pre['lhs_(8L+18)eps']:.4g} <= "
           f"{pre['rhs_xi']:.4g}: {'holds' if pre['holds'] else 'FAILS (guarantee void)'}")
+    cal = ps.calibration
+    if cal is not None:
+        print(f"calibration (certified profile): {cal.n_kept} of {cal.n_reference} reference tasks "
+              f"kept, {cal.n_calibration} calibration tasks, q = {cal.q:.4g}, delta_cal = "
+              f"{cal.delta_cal:g}, control variate {'on' if cal.cv_values is not None else 'off'} "
+              f"({cal.info['seconds']['total']:.1f} s)")
+    else:
+        print("no calibration: the certified test profile needs calibrate(ps, family)")
     print(f"time: {info['seconds']['total']:.1f} s (cover {info['seconds']['cover']:.1f} s)")
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -151,6 +161,8 @@ def cmd_test(args) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if args.profile == "certified" and args.no_control_variate:
+            extra["control_variate"] = False
         ad = SafeAdapter(ps, profile=args.profile, n_episodes=args.episodes, horizon=args.horizon,
                          seed=args.seed, strict=not args.no_strict, **extra)
     for w in caught:
@@ -180,6 +192,12 @@ def cmd_test(args) -> int:
         print(f"!!! {total_viol} deployed mixtures in total had exact cost above the limit !!!")
     else:
         print("no deployed mixture had exact cost above the limit")
+    if args.profile == "certified":
+        flat = [log for row in logs for log in row]
+        refuted = sum(log.refuted_at >= 0 for log in flat)
+        print(f"certified: mean weight on candidates {np.mean([l.mean_candidate_weight for l in flat]):.4f}; "
+              f"{sum(l.uncertified for l in flat)} uncertified pi_s episodes; calibration refuted "
+              f"in {refuted} runs; delta_cal {ad.delta_cal:g} + delta_test {ad.delta_test:g}")
     print(f"time: {seconds:.2f} s for the runs")
     return 0
 
@@ -240,13 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=7)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="policyset.npz")
+    t.add_argument("--no-calibration", action="store_true",
+                   help="skip the certified profile's calibration (add it later with calibrate())")
+    t.add_argument("--n-reference", type=int, default=2000,
+                   help="calibration: reference tasks sampled from D")
+    t.add_argument("--n-calibration", type=int, default=2000,
+                   help="calibration: conformal calibration tasks sampled from D")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("test", help="test-time phase (Algorithm 2) of a saved policy set")
     e.add_argument("--policy-set", required=True, help="a PolicySet .npz written by 'train'")
     e.add_argument("--noise", type=float, nargs="+", default=None,
                    help="test-task noise levels (default: the 10 paper test tasks)")
-    e.add_argument("--profile", choices=["paper", "reference", "pce"], default="reference")
+    e.add_argument("--profile", choices=["certified", "paper", "reference", "pce"],
+                   default="certified",
+                   help="certified (CERTIFIED.md; needs a calibrated policy set), the paper's "
+                        "constants, the authors' reference constants, or PCE without safety")
+    e.add_argument("--no-control-variate", action="store_true",
+                   help="certified: do not use the start-state control variate")
     e.add_argument("--episodes", type=int, default=40_000)
     e.add_argument("--horizon", type=int, default=600)
     e.add_argument("--seed", type=int, default=0)
@@ -262,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quick", action="store_true",
                     help="3 tasks, K = 5,000, 1 seed, every method (about a minute)")
     rp.add_argument("--methods", nargs="+", default=None,
-                    help="subset of: safe_pce safe_pce_paper pce safe_meta_rl dope_plus lb_sgd "
-                         "dope safe_policy (default: all)")
+                    help="subset of: ours safe_pce safe_pce_paper pce safe_meta_rl dope_plus "
+                         "lb_sgd dope safe_policy (default: all)")
     rp.add_argument("--tasks", type=int, default=None, help="first N paper test tasks (1..10)")
     rp.add_argument("--episodes", type=int, default=None, help="episodes K per run")
     rp.add_argument("--seeds", type=int, default=None, help="runs per (method, task)")

@@ -30,3 +30,19 @@ def two_state() -> CMDP:
     r = np.array([[1.0, 0.0], [0.5, 0.5]])
     c = np.array([[1.0, 0.0], [0.0, 0.0]])
     return CMDP(P, r, c, cost_limit=2.0, gamma=0.5, nu0=[1.0, 0.0])
+
+
+@pytest.fixture(scope="session")
+def paper_policy_set():
+    """The README tour's policy set (paper Algorithm 1 on the gridworld family, LP oracle,
+    pi_s = LP(noise 0.4)), calibrated for the certified profile (verification on the cover
+    tasks only, which leaves the policies unchanged)."""
+    import warnings
+
+    from safemeta_fast.envs import GridworldFamily
+    from safemeta_fast.training import train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(GridworldFamily(), eps=0.005, delta=0.05, distance="parameter",
+                     safe_policy=gridworld(0.4), verify="cover", seed=0, progress=False)

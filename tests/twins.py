@@ -135,3 +135,60 @@ def primal_dual_dense(P, r, c, b, nu0, gamma, beta=0.1, eta_p=None, eta_xi=0.1, 
         xi = np.maximum(0.0, xi - eta_xi * (b - nu0 @ vc))
         pi = pi_new
     return pi, xi, v, vc
+
+
+# -- certified test-time phase (kernels/certified.py) ---------------------------------------
+
+def certified_reject_twin(alive, muc, cnt, S, Q, radius, eb_a, eb_b):
+    """Alive references after one check, by the formulas of CERTIFIED.md written out.
+
+    ``D_it = sum_j (S_jt - n_j mu_ijt)``, ``V_it = sum_j (Q_jt - 2 mu_ijt S_jt + n_j mu_ijt^2)``,
+    rejected when ``|D_it| - sum_j n_j radius_jt > min_g (eb_a[g, t] + eb_b[g, t] max(V_it, 0))``.
+    """
+    keep = []
+    for i in alive:
+        rejected = False
+        for t in range(S.shape[0]):
+            mu = muc[i, t]
+            D = np.sum(S[t] - cnt * mu)
+            V = max(np.sum(Q[t] - 2 * mu * S[t] + cnt * mu * mu), 0.0)
+            bound = np.min(eb_a[:, t] + eb_b[:, t] * V)
+            if abs(D) - np.sum(cnt * radius[t]) > bound:
+                rejected = True
+        if not rejected:
+            keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
+
+def certified_pair_twin(alive, Rref, U, b):
+    """Best certified episode-level mixture by brute force over every ordered pair.
+
+    For each pair (a, c) the feasible weights on a form an interval (each constraint is
+    linear in w); the objective (mean reward over alive references) is linear, so the
+    best weight is an end of the interval. Returns the best value (-inf if none).
+    """
+    rbar = Rref[alive].mean(axis=0)
+    m = Rref.shape[1]
+    best = -np.inf
+    for a in range(m):
+        for c in range(m):
+            ua, uc = U[alive][:, :, a], U[alive][:, :, c]   # (n_alive, K)
+            d, e = ua - uc, b[None, :] - uc
+            lo, hi, ok = 0.0, 1.0, True
+            if np.any((d == 0) & (e < 0)):
+                ok = False
+            pos, neg = d > 0, d < 0
+            if pos.any():
+                hi = min(hi, float(np.min(e[pos] / d[pos])))
+            if neg.any():
+                lo = max(lo, float(np.max(e[neg] / d[neg])))
+            if not ok or hi < lo:
+                continue
+            for w in (lo, hi):
+                best = max(best, w * rbar[a] + (1 - w) * rbar[c])
+    return best
+
+
+def conformal_scores_twin(xB, xA, inv_s):
+    """``min_i max_d |xB[b, d] - xA[i, d]| inv_s[d]`` for every b (dense broadcast)."""
+    return (np.abs(xB[:, None, :] - xA[None, :, :]) * inv_s).max(axis=2).min(axis=1)

@@ -145,7 +145,13 @@ class MethodSpec:
 METHODS = {
     m.name: m
     for m in (
-        MethodSpec("safe_pce", "Safe-PCE (ours)", None, None, 40_000.0, "figure2", group="adapt",
+        MethodSpec("ours", "Certified Safe-PCE (ours)", None, None, None, "figure2",
+                   group="adapt",
+                   description="SafeAdapter, profile 'certified' (CERTIFIED.md: calibrated "
+                               "prior, confidence sequences, certified pairs; start-state "
+                               "control variate on)"),
+        MethodSpec("safe_pce", "Safe-PCE, reference constants", None, None, 40_000.0, "figure2",
+                   group="adapt",
                    description="SafeAdapter, profile 'reference' (the authors' constants)"),
         MethodSpec("safe_pce_paper", "Safe-PCE, paper constants", None, None, None, "more",
                    group="adapt",
@@ -518,7 +524,15 @@ def _from_testlog(log, regret) -> dict:
         "final_candidate": int(log.candidate[-1]) if log.n_episodes else -1,
         "constants": {k: v for k, v in log.constants.items()},
     }
-    changes = np.flatnonzero(np.diff(log.candidate) != 0) + 1
+    if log.delta_cal is not None:  # certified: the deployment is the pair and its weight
+        info.update(delta_cal=log.delta_cal, delta_test=log.delta_test,
+                    uncertified=int(log.uncertified), refuted_at=int(log.refuted_at),
+                    mean_candidate_weight=log.mean_candidate_weight,
+                    final_alive=int(log.alive[-1]) if log.n_episodes else 0)
+        moved = (np.any(np.diff(log.pair, axis=0) != 0, axis=1)) | (np.diff(log.weight) != 0)
+        changes = np.flatnonzero(moved) + 1
+    else:
+        changes = np.flatnonzero(np.diff(log.candidate) != 0) + 1
     return {"exact_reward": log.exact_reward, "exact_cost": log.exact_cost, "regret": regret,
             "stopped_on_violation": bool(log.stopped_on_violation),
             "policy_starts": np.concatenate([[0], changes]).astype(np.int64), "info": info}
@@ -598,6 +612,7 @@ def _run_baseline(name: str):
 
 
 _RUNNERS = {
+    "ours": _run_ours("certified"),
     "safe_pce": _run_ours("reference"),
     "safe_pce_paper": _run_ours("paper"),
     "pce": _run_ours("pce"),
@@ -1115,7 +1130,7 @@ def _draw_figures(out: Path, curves: dict, summary: dict) -> list:
     limit = summary["cost_limit"] if summary["cost_limit"] is not None else 1.5
     K = summary["n_episodes"]
     sub = f"{summary['n_tasks']} tasks x {summary['n_seeds']} seed(s), K = {K}"
-    fig2 = [m for m in ("safe_pce", "safe_meta_rl", "dope_plus", "lb_sgd", "safe_policy")
+    fig2 = [m for m in ("ours", "safe_pce", "safe_meta_rl", "dope_plus", "lb_sgd", "safe_policy")
             if m in curves]
     if fig2:
         plotting.plot_regret_cost({m: curves[m] for m in fig2}, cost_limit=limit,
