@@ -91,6 +91,8 @@ __all__ = [
     "normalisation_of",
 ]
 
+#: Largest per-episode record an adapter allocates (per run of the fused kernel too).
+_MAX_RECORD_BYTES = 4 * 2**30
 #: Relative tolerance on told returns leaving the calibrated return range.
 _RANGE_TOL = 1e-9
 
@@ -173,9 +175,12 @@ class SafeAdapter:
         self.policy_set = ps
         self.profile = profile
         self.n_episodes = check_int("n_episodes", n_episodes, 1)
-        if self.n_episodes > 10**9:
-            raise ValueError(f"n_episodes is {self.n_episodes}; at most 10**9 episodes are "
-                             "supported (the per-episode record would not fit in memory)")
+        need = self.n_episodes * 8 * (14 + 2 * ps.n_constraints)
+        if need > _MAX_RECORD_BYTES:
+            raise ValueError(
+                f"n_episodes is {self.n_episodes}: the per-episode record would need "
+                f"{need / 2**30:.1f} GiB (more than {_MAX_RECORD_BYTES / 2**30:.0f} GiB); run the "
+                "test phase in pieces of fewer episodes")
         if horizon is None:
             horizon = profile.horizon if profile.horizon is not None else 600
         self.horizon = check_int("horizon", horizon, 1)

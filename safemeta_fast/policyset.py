@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import tempfile
 import warnings
@@ -153,10 +154,24 @@ class PolicySet:
         arrays["cover_params"] = cp
         for name, a in arrays.items():
             object.__setattr__(self, name, _readonly(a))
-        for name in ("gamma", "eps", "delta", "xi_hat"):
-            val = float(getattr(self, name))
-            if not np.isfinite(val):
-                raise ValueError(f"{name} is {val}; it must be finite")
+        if not np.all(np.isfinite(cp)):
+            i, j = (int(k) for k in np.argwhere(~np.isfinite(cp))[0])
+            raise ValueError(f"cover_params[{i}, {j}] is {cp[i, j]}; it must be finite")
+        if not np.all(np.isfinite(b)):
+            raise ValueError(f"cost_limit is {b.tolist()}; every entry must be finite")
+        bounds = {"gamma": (0.0, 1.0, False, True), "eps": (0.0, None, True, False),
+                  "delta": (0.0, 1.0, True, True), "xi_hat": (0.0, None, True, False)}
+        for name, (lo, hi, lo_open, hi_open) in bounds.items():
+            val = getattr(self, name)
+            if isinstance(val, (bool, np.bool_)) or not isinstance(val, (numbers.Real, np.floating)):
+                raise TypeError(f"{name} must be a real number; got {type(val).__name__} {val!r}")
+            val = float(val)
+            ok = np.isfinite(val) and (val > lo if lo_open else val >= lo)
+            if hi is not None:
+                ok = ok and (val < hi if hi_open else val <= hi)
+            if not ok:
+                rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+                raise ValueError(f"{name} is {val!r}; it must be finite and in {rng}")
             object.__setattr__(self, name, val)
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "rounds", [dict(r) for r in self.rounds])
