@@ -141,7 +141,7 @@ def from_gymnasium(env, c=None, cost_limit=None, gamma=None, nu0=None, *, cost_f
         for a in range(A):
             ns, ps = [], []
             for prob, s_next, rew, term in table[s][a]:
-                prob, s_next, term = float(prob), int(s_next), bool(term)
+                prob, s_next, rew, term = float(prob), int(s_next), float(rew), bool(term)
                 if term:
                     terminal_targets.add(s_next)
                 ns.append(T if term else s_next)
@@ -149,7 +149,7 @@ def from_gymnasium(env, c=None, cost_limit=None, gamma=None, nu0=None, *, cost_f
                 args = (s, a, s_next, rew, term)
                 if reward_fn is not None:
                     rew = _transition_values("reward_fn", reward_fn, args, 1)[0]
-                r[s, a] += prob * float(rew)
+                r[s, a] += prob * rew
                 if cost_fn is not None:
                     val = _transition_values("cost_fn", cost_fn, args,
                                              None if c_fn is None else c_fn.shape[2])
@@ -194,22 +194,28 @@ def from_gymnasium(env, c=None, cost_limit=None, gamma=None, nu0=None, *, cost_f
 
 
 def _warn_unreachable_cost(M: CMDP, terminal_targets: list[int]) -> None:
-    """Warn when state costs sit on states that only terminating transitions enter."""
+    """Warn for each constraint whose state costs sit only on states that only
+    terminating transitions enter (so the constraint is identically zero)."""
     reach = reachable_states(M)
-    lost = [s for s in terminal_targets
-            if not reach[s] and np.any(np.asarray(M.c[s]) != 0.0)]
-    if not lost:
-        return
-    shown = ", ".join(str(s) for s in lost[:8]) + (", ..." if len(lost) > 8 else "")
-    warnings.warn(
-        f"c puts cost on state(s) {shown}, which are entered only by terminating transitions; "
-        f"those transitions go to the added absorbing state {M.terminal_state} (zero cost), so "
-        "this cost is never incurred and the constraint ignores it. To charge entering those "
-        "states, pass a per-transition cost instead, e.g. for FrozenLake holes "
-        "cost_fn=lambda s, a, s_next, reward, terminated: float(terminated and reward == 0)",
-        ModelWarning,
-        stacklevel=3,
-    )
+    targets = np.zeros(M.n_states, dtype=bool)
+    targets[terminal_targets] = True
+    for k in range(M.n_constraints):
+        charged = np.any(np.asarray(M.c[:, :, k]) != 0.0, axis=1)
+        lost = charged & targets & ~reach
+        if not lost.any() or (charged & reach).any():
+            continue
+        states = np.flatnonzero(lost).tolist()
+        shown = ", ".join(str(s) for s in states[:8]) + (", ..." if len(states) > 8 else "")
+        warnings.warn(
+            f"c[..., {k}] puts cost only on state(s) {shown}, which are entered only by "
+            f"terminating transitions; those go to the added absorbing state {M.terminal_state} "
+            "(zero cost), so this cost is never incurred and constraint "
+            f"{k} holds for every policy. To charge entering those states, pass a per-transition "
+            "cost instead, e.g. for FrozenLake holes "
+            "cost_fn=lambda s, a, s_next, reward, terminated: float(terminated and reward == 0)",
+            ModelWarning,
+            stacklevel=4,
+        )
 
 
 # ---------------------------------------------------------------------------
