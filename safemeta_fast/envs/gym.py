@@ -85,7 +85,7 @@ class CMDPEnv(gym.Env):
         self._A = M.n_actions
         self._ptr = np.asarray(M.succ_ptr)
         self._next = np.asarray(M.succ_next)
-        self._cum = np.cumsum(M.succ_prob)  # per row: subtract the row's start
+        self._prob = np.asarray(M.succ_prob)
         r, c = np.asarray(M.r), np.asarray(M.c)
         self._r = r
         self._c = c
@@ -140,9 +140,9 @@ class CMDPEnv(gym.Env):
         s, a = self._state, int(action)
         i = s * self._A + a
         lo, hi = self._ptr[i], self._ptr[i + 1]
-        base = self._cum[lo - 1] if lo > 0 else 0.0
-        u = base + self.np_random.random() * (self._cum[hi - 1] - base)
-        j = min(int(np.searchsorted(self._cum[lo:hi], u, side="right")), hi - lo - 1)
+        cum = np.cumsum(self._prob[lo:hi])  # a few entries: exact per row, no global sum
+        j = min(int(np.searchsorted(cum, self.np_random.random() * cum[-1], side="right")),
+                hi - lo - 1)
         s_next = int(self._next[lo + j])
         self._state = s_next
         self._elapsed += 1
