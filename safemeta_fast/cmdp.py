@@ -14,7 +14,6 @@ when ``V_c^k(pi) <= cost_limit[k]`` for every k.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -309,7 +308,7 @@ class CMDP:
         """
         from . import converters as _cv
 
-        if _cv.is_sparse_stack(P):
+        if _cv._is_sparse_stack(P):
             idx, pr = _cv.mdptoolbox_successors(P)
             S, A = idx.shape[0], idx.shape[1]
             P_sas = None
@@ -319,10 +318,11 @@ class CMDP:
                 raise ValueError(f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
             P_sas = np.ascontiguousarray(P_arr.transpose(1, 0, 2))
             S, A = P_sas.shape[0], P_sas.shape[1]
-        if _cv.is_sparse_stack(R) or (P_sas is None and np.ndim(R) == 3):
+        if _cv._is_sparse_stack(R) or (P_sas is None and np.ndim(R) == 3):
             if len(R) != A:
                 raise ValueError(f"R has {len(R)} per-action matrices; P has A = {A}")
-            r = _cv.sparse_expected_reward(P if P_sas is None else list(P_sas.transpose(1, 0, 2)), R)
+            per_action = P if P_sas is None else list(P_sas.transpose(1, 0, 2))
+            r = _cv._sparse_expected_reward(per_action, R)
         else:
             R_arr = _as_float_array("R", R, (1, 2, 3))
             if R_arr.ndim == 1:

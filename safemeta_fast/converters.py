@@ -222,7 +222,7 @@ def _warn_unreachable_cost(M: CMDP, terminal_targets: list[int]) -> None:
 # pymdptoolbox
 # ---------------------------------------------------------------------------
 
-def is_sparse_stack(P) -> bool:
+def _is_sparse_stack(P) -> bool:
     """Whether ``P`` is a sequence (or object array) of scipy sparse matrices."""
     if sp.issparse(P):
         return False
@@ -285,7 +285,7 @@ def _padded_rows(Q) -> tuple[np.ndarray, np.ndarray]:
     return idx, pr
 
 
-def sparse_expected_reward(P, R) -> np.ndarray:
+def _sparse_expected_reward(P, R) -> np.ndarray:
     """``r[s, a] = sum_s' P[a][s, s'] R[a][s, s']`` for sparse ``P`` (and sparse or dense R)."""
     A = len(P)
     S = P[0].shape[0]

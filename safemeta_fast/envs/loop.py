@@ -75,12 +75,13 @@ def _check_time_limit(env, gamma: float) -> None:
         return
     tail = gamma ** int(limit)
     if tail > TAIL_WARN:
+        enough = math.ceil(math.log(TAIL_WARN) / math.log(gamma))
         warnings.warn(
             f"env's time limit max_episode_steps = {limit} is short for gamma = {gamma} "
             f"(effective horizon 1/(1-gamma) = {1.0 / (1.0 - gamma):.4g}): truncation drops "
             f"up to gamma**{limit} = {tail:.3g} of the discounted weight, so observed returns "
             "are biased against the policy set's (infinite-horizon) predictions. Raise it, "
-            f"e.g. gymnasium.make(..., max_episode_steps={math.ceil(math.log(TAIL_WARN) / math.log(gamma))})",
+            f"e.g. gymnasium.make(..., max_episode_steps={enough})",
             RuntimeWarning,
             stacklevel=3,
         )
