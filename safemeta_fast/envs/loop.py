@@ -146,9 +146,21 @@ def run_env(adapter, env, n_episodes: int, *, cost_fn=None, seed=None, progress:
 
     Examples
     --------
+    A one-policy set (the LP optimum of the task itself) run on a CMDPEnv:
+
+    >>> from safemeta_fast import SafeAdapter, evaluate, solve_lp
+    >>> from safemeta_fast.envs import gridworld
     >>> from safemeta_fast.envs.gym import CMDPEnv
-    >>> log = run_env(adapter, CMDPEnv(M), 100, seed=0, progress=False)  # doctest: +SKIP
-    >>> log.reward.mean()  # doctest: +SKIP
+    >>> from safemeta_fast.policyset import PolicySet
+    >>> M = gridworld(0.3)
+    >>> pi = solve_lp(M).policy; e = evaluate(M, pi)
+    >>> ps = PolicySet(policies=pi[None], u=[e.reward], v=[e.slack], u_s=[e.reward],
+    ...     v_s=[e.slack], safe_policy=pi, cover_params=[0.3], cost_limit=M.cost_limit,
+    ...     gamma=M.gamma, eps=0.01, delta=0.05, xi_hat=0.0, seed=0)
+    >>> adapter = SafeAdapter(ps, profile="pce", n_episodes=20, seed=0)
+    >>> log = run_env(adapter, CMDPEnv(M), 20, seed=0, progress=False)
+    >>> log.n_episodes, log.reward.shape, log.cost.shape
+    (20, (20,), (20, 1))
     """
     for attr in ("ask", "tell", "log", "policy_set", "horizon"):
         if not hasattr(adapter, attr):
