@@ -162,9 +162,10 @@ def run_env(adapter, env, n_episodes: int, *, cost_fn=None, seed=None, progress:
     >>> log.n_episodes, log.reward.shape, log.cost.shape
     (20, (20,), (20, 1))
     """
-    for attr in ("ask", "tell", "log", "policy_set", "horizon"):
+    for attr in ("ask", "tell", "log", "policy_set", "horizon", "n_episodes", "episode"):
         if not hasattr(adapter, attr):
-            raise TypeError(f"adapter must be a SafeAdapter (ask/tell/log/policy_set/horizon); "
+            raise TypeError(f"adapter must be a SafeAdapter (ask, tell, log, policy_set, horizon, "
+                            "n_episodes, episode); "
                             f"{type(adapter).__name__} has no {attr!r}")
     n_episodes = check_int("n_episodes", n_episodes, 1)
     left = adapter.n_episodes - adapter.episode
