@@ -14,7 +14,6 @@ when ``V_c^k(pi) <= cost_limit[k]`` for every k.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -182,6 +181,9 @@ class CMDP:
     absorbing : numpy.ndarray of bool, shape (S,)
         States that every action maps to themselves with probability 1 and whose reward
         and costs do not depend on the action (episodes can be finished in closed form).
+    terminal_state : int or None
+        Index of the absorbing state a converter added for terminated episodes
+        (:meth:`from_gymnasium`), else None. It survives :meth:`replace` and pickling.
 
     Examples
     --------
@@ -194,7 +196,7 @@ class CMDP:
 
     __slots__ = (
         "_P", "r", "c", "cost_limit", "gamma", "nu0",
-        "succ_ptr", "succ_next", "succ_prob", "absorbing", "_frozen",
+        "succ_ptr", "succ_next", "succ_prob", "absorbing", "terminal_state", "_frozen",
     )
 
     def __init__(self, P, r, c, cost_limit, gamma, nu0):
@@ -216,7 +218,8 @@ class CMDP:
     # -- alternative constructors ------------------------------------------------
 
     @classmethod
-    def from_successors(cls, next_states, probs, r, c, cost_limit, gamma, nu0) -> "CMDP":
+    def from_successors(cls, next_states, probs, r, c, cost_limit, gamma, nu0, *,
+                        terminal_state=None) -> "CMDP":
         """Build a CMDP from successor lists, without a dense transition tensor.
 
         Parameters
@@ -228,6 +231,9 @@ class CMDP:
             Their probabilities; each (s, a) list sums to 1 (tolerance 1e-9).
         r, c, cost_limit, gamma, nu0
             As in :class:`CMDP`; ``r`` fixes S and A.
+        terminal_state : int, optional
+            Mark this absorbing state as the model's added terminal state
+            (:attr:`terminal_state`); a converter's business, rarely a user's.
 
         Examples
         --------
@@ -271,42 +277,70 @@ class CMDP:
         rows = np.repeat(np.arange(S * A, dtype=np.int64), m)
         ptr, nxt, prob = _csr_from_triplets(rows, idx.ravel(), pr.ravel(), S * A)
         obj = cls.__new__(cls)
-        obj._init_common(S, A, ptr, nxt, prob, r_arr, c, cost_limit, gamma, nu0, dense=None)
+        obj._init_common(S, A, ptr, nxt, prob, r_arr, c, cost_limit, gamma, nu0, dense=None,
+                         terminal_state=terminal_state)
         return obj
 
     @classmethod
     def from_mdptoolbox(cls, P, R, c, cost_limit, gamma, nu0) -> "CMDP":
-        """Build a CMDP from pymdptoolbox's layout.
+        """Build a CMDP from pymdptoolbox's layout (dense or sparse).
 
         Parameters
         ----------
-        P : array_like, shape (A, S, S)
-            ``P[a, s, s']`` (pymdptoolbox order: action first).
-        R : array_like, shape (S, A), (S,) or (A, S, S)
+        P : array_like, shape (A, S, S), or a sequence of A scipy sparse (S, S) matrices
+            ``P[a, s, s']`` (pymdptoolbox order: action first). The sparse form (what
+            pymdptoolbox's own examples build for large models) is read row by row and
+            never densified.
+        R : array_like, shape (S, A), (S,) or (A, S, S), or A sparse (S, S) matrices
             Reward per pair, per state (same for every action) or per transition
             ``R[a, s, s']`` (then the expected reward ``sum_s' P R`` is used).
         c, cost_limit, gamma, nu0
             As in :class:`CMDP`.
+
+        Examples
+        --------
+        >>> import scipy.sparse as sp
+        >>> P = [sp.csr_matrix([[0.0, 1.0], [0.0, 1.0]])]
+        >>> M = CMDP.from_mdptoolbox(P, [0.0, 1.0], c=[[1.0], [0.0]], cost_limit=1.0,
+        ...                          gamma=0.5, nu0=[1.0, 0.0])
+        >>> M.P[0, 0].tolist()
+        [0.0, 1.0]
         """
-        P_arr = _as_float_array("P", P, 3)
-        if P_arr.shape[1] != P_arr.shape[2]:
-            raise ValueError(f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
-        P_sas = np.ascontiguousarray(P_arr.transpose(1, 0, 2))
-        S, A = P_sas.shape[0], P_sas.shape[1]
-        R_arr = _as_float_array("R", R, (1, 2, 3))
-        if R_arr.ndim == 1:
-            _check_shape("R", R_arr, (S,), "(S,)")
-            r = np.repeat(R_arr[:, None], A, axis=1)
-        elif R_arr.ndim == 2:
-            _check_shape("R", R_arr, (S, A), "(S, A)")
-            r = R_arr
+        from . import converters as _cv
+
+        if _cv._is_sparse_stack(P):
+            idx, pr = _cv.mdptoolbox_successors(P)
+            S, A = idx.shape[0], idx.shape[1]
+            P_sas = None
         else:
-            _check_shape("R", R_arr, (A, S, S), "(A, S, S)")
-            r = np.einsum("ast,ast->sa", P_arr, R_arr)
+            P_arr = _as_float_array("P", P, 3)
+            if P_arr.shape[1] != P_arr.shape[2]:
+                raise ValueError(f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
+            P_sas = np.ascontiguousarray(P_arr.transpose(1, 0, 2))
+            S, A = P_sas.shape[0], P_sas.shape[1]
+        if _cv._is_sparse_stack(R) or (P_sas is None and np.ndim(R) == 3):
+            if len(R) != A:
+                raise ValueError(f"R has {len(R)} per-action matrices; P has A = {A}")
+            per_action = P if P_sas is None else list(P_sas.transpose(1, 0, 2))
+            r = _cv._sparse_expected_reward(per_action, R)
+        else:
+            R_arr = _as_float_array("R", R, (1, 2, 3))
+            if R_arr.ndim == 1:
+                _check_shape("R", R_arr, (S,), "(S,)")
+                r = np.repeat(R_arr[:, None], A, axis=1)
+            elif R_arr.ndim == 2:
+                _check_shape("R", R_arr, (S, A), "(S, A)")
+                r = R_arr
+            else:
+                _check_shape("R", R_arr, (A, S, S), "(A, S, S)")
+                r = np.einsum("sat,ast->sa", P_sas, R_arr)
+        if P_sas is None:
+            return cls.from_successors(idx, pr, r, c, cost_limit, gamma, nu0)
         return cls(P_sas, r, c, cost_limit, gamma, nu0)
 
     @classmethod
-    def from_gymnasium(cls, env, c, cost_limit, gamma, nu0=None) -> "CMDP":
+    def from_gymnasium(cls, env, c=None, cost_limit=None, gamma=None, nu0=None, *,
+                       cost_fn=None, reward_fn=None) -> "CMDP":
         """Build a CMDP from a gymnasium toy-text transition table.
 
         Parameters
@@ -314,68 +348,146 @@ class CMDP:
         env : gymnasium.Env or dict
             An environment whose ``env.unwrapped.P`` is the toy-text table
             ``P[s][a] = [(prob, next_state, reward, terminated), ...]``, or that table.
-        c : array_like, shape (S, A) or (S, A, K)
-            Costs of the original states (gymnasium tables carry no cost).
-        cost_limit, gamma
-            As in :class:`CMDP`.
+            An env without such a table (Box spaces, MuJoCo, Blackjack, ...) raises
+            ``TypeError``.
+        c : array_like, shape (S,), (S, A) or (S, A, K), optional
+            Costs of the original states (charged when acting there); give this or
+            ``cost_fn``. A cost on a state that only terminating transitions enter is
+            never incurred (see Notes); a :class:`~safemeta_fast.converters.ModelWarning`
+            says so.
+        cost_limit : array_like, shape (K,) or scalar
+            As in :class:`CMDP` (required).
+        gamma : float
+            As in :class:`CMDP` (required).
         nu0 : array_like, shape (S,), optional
             Initial distribution; defaults to ``env.unwrapped.initial_state_distrib``.
+        cost_fn : callable, optional
+            ``cost_fn(s, a, s_next, reward, terminated) -> float or (K,)``: the cost of one
+            transition of the table (``s_next`` is the table's own next state, before the
+            redirection described below; ``reward`` is the table's reward). The pair's
+            cost is the expectation ``c[s, a] = sum_j prob_j cost_fn(...)``.
+        reward_fn : callable, optional
+            ``reward_fn(s, a, s_next, reward, terminated) -> float``: a new reward per
+            transition (default: the table's), e.g. to move a penalty into a cost.
+
+        Returns
+        -------
+        CMDP
+            With ``M.terminal_state`` = S (the added absorbing state) when some transition
+            terminates, else None.
 
         Notes
         -----
         The reward of a pair is the expected transition reward. A transition flagged
         ``terminated`` leads to one extra absorbing state (index S) with zero reward
         and zero cost, so the discounted values equal the episodic returns. The extra
-        state is added only when some transition terminates.
+        state is added only when some transition terminates. The table's own terminal
+        states (FrozenLake's holes and goal) are then never occupied: a per-state cost
+        ``c`` on a hole is lost, while
+        ``cost_fn=lambda s, a, s_next, reward, terminated: float(terminated and reward == 0)``
+        charges the step that falls in.
+
+        Time limits: gymnasium's ``TimeLimit`` (``max_episode_steps``, 100 for
+        FrozenLake-v1) truncates episodes; truncation is not termination and is not part
+        of the model. The CMDP's values are infinite-horizon discounted sums; an episode
+        truncated after T steps misses at most ``gamma**T / (1 - gamma)`` times the
+        largest per-step reward (or cost), so choose ``max_episode_steps`` well above
+        ``1 / (1 - gamma)`` when you compare observed returns with the model
+        (:func:`safemeta_fast.envs.loop.run_env` warns otherwise).
+
+        Examples
+        --------
+        >>> import gymnasium as gym
+        >>> env = gym.make("FrozenLake-v1", is_slippery=True)
+        >>> hole = lambda s, a, s_next, reward, terminated: float(terminated and reward == 0)
+        >>> M = CMDP.from_gymnasium(env, cost_fn=hole, cost_limit=0.1, gamma=0.95)
+        >>> M.n_states, M.terminal_state
+        (17, 16)
+
+        CliffWalking: move the -100 of the cliff out of the reward into a cost.
+
+        >>> env = gym.make("CliffWalking-v1")
+        >>> M = CMDP.from_gymnasium(env, cost_limit=0.5, gamma=0.95,
+        ...     reward_fn=lambda s, a, s2, r, term: -1.0,
+        ...     cost_fn=lambda s, a, s2, r, term: float(r == -100))
+        >>> float(M.r.min()), float(M.c.max())
+        (-1.0, 1.0)
         """
-        table = env.unwrapped.P if hasattr(env, "unwrapped") else env
-        if not isinstance(table, dict) and not isinstance(table, Sequence):
-            raise TypeError("env must be a gymnasium env with unwrapped.P or a toy-text P table")
-        S = len(table)
-        if S == 0:
-            raise ValueError("the gymnasium table has no states")
-        A = len(table[0])
-        terminal_used = any(
-            bool(t[3]) for s in range(S) for a in range(A) for t in table[s][a]
-        )
-        S_out = S + 1 if terminal_used else S
-        nxt_lists, prob_lists = [], []
-        r = np.zeros((S_out, A))
-        for s in range(S):
-            if len(table[s]) != A:
-                raise ValueError(f"P[{s}] has {len(table[s])} actions; state 0 has {A}")
-            ns_row, p_row = [], []
-            for a in range(A):
-                ns, ps = [], []
-                for prob, s_next, rew, term in table[s][a]:
-                    ns.append(S if term else int(s_next))
-                    ps.append(float(prob))
-                    r[s, a] += float(prob) * float(rew)
-                ns_row.append(ns)
-                p_row.append(ps)
-            nxt_lists.append(ns_row)
-            prob_lists.append(p_row)
-        c_arr = _as_float_array("c", c, (2, 3))
-        if c_arr.shape[:2] != (S, A):
-            raise ValueError(f"c must have shape (S, A[, K]) = ({S}, {A}[, K]); got {c_arr.shape}")
-        if c_arr.ndim == 2:
-            c_arr = c_arr[:, :, None]
-        if nu0 is None:
-            nu0 = getattr(getattr(env, "unwrapped", env), "initial_state_distrib", None)
-            if nu0 is None:
-                raise ValueError("nu0 not given and the env has no initial_state_distrib")
-        nu0_arr = _as_float_array("nu0", nu0, 1)
-        _check_shape("nu0", nu0_arr, (S,), "(S,)")
-        if terminal_used:
-            nxt_lists.append([[S] for _ in range(A)])
-            prob_lists.append([[1.0] for _ in range(A)])
-            c_arr = np.concatenate([c_arr, np.zeros((1, A, c_arr.shape[2]))], axis=0)
-            nu0_arr = np.concatenate([nu0_arr, [0.0]])
-        return cls.from_successors(nxt_lists, prob_lists, r, c_arr, cost_limit, gamma, nu0_arr)
+        from .converters import from_gymnasium
+
+        return from_gymnasium(env, c, cost_limit, gamma, nu0, cost_fn=cost_fn,
+                              reward_fn=reward_fn)
+
+    @classmethod
+    def from_quantecon(cls, ddp, c, cost_limit, nu0, *, infeasible="error") -> "CMDP":
+        """Build a CMDP from a QuantEcon ``DiscreteDP`` (either formulation).
+
+        Parameters
+        ----------
+        ddp : quantecon.markov.DiscreteDP
+            Product form (R (S, A), Q (S, A, S)) or state-action-pair form (R (L,),
+            Q (L, S) dense or sparse, ``s_indices``, ``a_indices``). ``gamma`` is
+            ``ddp.beta``. QuantEcon maximises reward, as the CMDP does.
+        c : array_like, shape (S, A) or (S, A, K)
+            Costs (DiscreteDP has none). Entries of forbidden pairs are ignored.
+        cost_limit : array_like, shape (K,) or scalar
+        nu0 : array_like, shape (S,)
+            Initial distribution (DiscreteDP has none).
+        infeasible : {"error", "copy"}, default "error"
+            QuantEcon forbids an action by a reward of ``-inf`` (product form) or by
+            leaving the pair out (pair form); a CMDP has every action in every state.
+            "error" raises ``ValueError`` naming the first forbidden (state, action).
+            "copy" gives each forbidden pair the transitions, reward and cost of the
+            state's lowest-numbered feasible action: every CMDP policy is then a DDP
+            policy with the same values (weight on a copy is weight on its source), so
+            values and the LP optimum are unchanged. Recover the mask with
+            :func:`safemeta_fast.converters.quantecon_feasible_actions` and pass it to
+            :meth:`to_quantecon` to forbid the copies again.
+
+        Examples
+        --------
+        >>> import numpy as np, quantecon as qe  # doctest: +SKIP
+        >>> ddp = qe.markov.DiscreteDP([[1.0, 0.0], [0.0, 2.0]],
+        ...                            np.full((2, 2, 2), 0.5), 0.9)  # doctest: +SKIP
+        >>> M = CMDP.from_quantecon(ddp, np.zeros((2, 2)), 0.0, [0.5, 0.5])  # doctest: +SKIP
+        >>> M.gamma  # doctest: +SKIP
+        0.9
+        """
+        from .converters import from_quantecon
+
+        return from_quantecon(ddp, c, cost_limit, nu0, infeasible=infeasible)
+
+    def to_quantecon(self, *, feasible=None, multiplier=None):
+        """This model's MDP as a QuantEcon ``DiscreteDP`` (needs ``quantecon``).
+
+        Built in the state-action-pair form with a sparse Q from the successor rows
+        (no dense (S, A, S) tensor). DiscreteDP has no constraints: the reward is ``r``,
+        or the Lagrangian ``r - c @ multiplier`` when ``multiplier`` (shape (K,)) is given.
+
+        Parameters
+        ----------
+        feasible : numpy.ndarray of bool, shape (S, A), optional
+            Keep only these pairs (e.g. the mask of a ``from_quantecon(...,
+            infeasible="copy")`` model).
+        multiplier : array_like, shape (K,), optional
+
+        Returns
+        -------
+        quantecon.markov.DiscreteDP
+
+        Examples
+        --------
+        >>> ddp = M.to_quantecon()  # doctest: +SKIP
+        >>> ddp.solve().v  # doctest: +SKIP
+        """
+        from .converters import to_quantecon
+
+        return to_quantecon(self, feasible=feasible, multiplier=multiplier)
 
     # -- shared validation and freezing ------------------------------------------
 
-    def _init_common(self, S, A, ptr, nxt, prob, r, c, cost_limit, gamma, nu0, dense):
+    def _init_common(self, S, A, ptr, nxt, prob, r, c, cost_limit, gamma, nu0, dense,
+                     terminal_state=None):
         r = _as_float_array("r", r, 2)
         _check_shape("r", r, (S, A), "(S, A)")
         _check_finite("r", r)
@@ -409,6 +521,13 @@ class CMDP:
         set_(self, "succ_next", _readonly(nxt))
         set_(self, "succ_prob", _readonly(prob))
         set_(self, "absorbing", _readonly(self._find_absorbing(S, A)))
+        if terminal_state is not None:
+            t = int(terminal_state)
+            if not (0 <= t < S) or not self.absorbing[t]:
+                raise ValueError(f"terminal_state is {terminal_state!r}; it must index an "
+                                 f"absorbing state in [0, {S})")
+            terminal_state = t
+        set_(self, "terminal_state", terminal_state)
         set_(self, "_frozen", True)
 
     def _find_absorbing(self, S: int, A: int) -> np.ndarray:
@@ -484,6 +603,7 @@ class CMDP:
             self.gamma if gamma is None else gamma,
             self.nu0 if nu0 is None else nu0,
             dense=self._P,
+            terminal_state=self.terminal_state,
         )
         return obj
 
@@ -501,11 +621,12 @@ class CMDP:
             _rebuild_cmdp,
             (self.n_states, self.n_actions, np.array(self.succ_ptr), np.array(self.succ_next),
              np.array(self.succ_prob), np.array(self.r), np.array(self.c),
-             np.array(self.cost_limit), self.gamma, np.array(self.nu0)),
+             np.array(self.cost_limit), self.gamma, np.array(self.nu0), self.terminal_state),
         )
 
 
-def _rebuild_cmdp(S, A, ptr, nxt, prob, r, c, b, gamma, nu0) -> CMDP:
+def _rebuild_cmdp(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, terminal_state=None) -> CMDP:
     obj = CMDP.__new__(CMDP)
-    obj._init_common(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, dense=None)
+    obj._init_common(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, dense=None,
+                     terminal_state=terminal_state)
     return obj
