@@ -390,7 +390,8 @@ class SafeAdapter:
         start_state : int, optional
             Certified profile: the episode's initial state s_0, which turns on the
             start-state control variate (see the class docstring). Once given it is
-            required on every later tell (the bounds assume one mode per run).
+            required on every later tell (the bounds assume one mode per run). The
+            classic profiles ignore it.
         """
         if self._pending is None:
             raise RuntimeError("tell() called without a pending ask()")
@@ -406,9 +407,6 @@ class SafeAdapter:
         if self.certified:
             event, extra = self._tell_certified(st, R, C, start_state)
         else:
-            if start_state is not None:
-                raise ValueError(f"start_state is only used by the certified profile; profile "
-                                 f"{self.profile.name!r} takes tell(R, C)")
             event = int(_k.observe(self._istate, self._fstate, self._elim, self._u, self._v,
                                    self._u_s, self._v_s, self._b, self._inv_c, self._params,
                                    R, C, self._vlm))
@@ -502,7 +500,8 @@ class SafeAdapter:
         return build_log(
             self.policy_set, profile=self.profile, constants=self.constants, seed=self.seed,
             horizon=self.horizon, cand=h["cand"], alpha=h["alpha"], comp=h["comp"],
-            stage=h["stage"], event=h["event"], pair=h["pair"], weight=h["weight"], R=h["r"],
+            stage=h["stage"], event=h["event"], pair=h["pair"], weight=h["weight"],
+            drawn=h["index"], R=h["r"],
             C=h["c"], elim=elim, guarantee=self.guarantee, notes=self.notes, ex_r=ex_r,
             ex_c=ex_c, vstar=vstar, M=M_test, tol=tol, certified=cert)
 
@@ -782,13 +781,15 @@ class SafeAdapter:
             alive = cand >= 0
             pair = np.stack([np.where(alive, cand, n), np.full(d, n)], axis=1)
             weight = np.where(alive, alpha, 1.0)
+            index = np.where(alive & (comp == 0), cand, n)
             elim = o["elim"]
             constants = self.constants
             cert = None
         return build_log(
             self.policy_set, profile=self.profile, constants=constants, seed=seed,
             horizon=self.horizon, cand=cand, alpha=alpha, comp=comp, stage=stage,
-            event=cut["event"], pair=pair, weight=weight, R=cut["r"], C=cut["c"], elim=elim,
+            event=cut["event"], pair=pair, weight=weight, drawn=index, R=cut["r"], C=cut["c"],
+            elim=elim,
             guarantee=self.guarantee, notes=notes, ex_r=cut["er"] if exact else None,
             ex_c=cut["ec"] if exact else None, vstar=prep["vstar"],
             M=prep["M"] if exact else None, stopped=o["status"] == _k.STATUS_STOPPED, tol=tol,

@@ -76,6 +76,8 @@ class TestLog:
     pair, weight : numpy.ndarray, shapes (n_episodes, 2), (n_episodes,)
         The deployed mixture ``weight pi_pair[0] + (1 - weight) pi_pair[1]`` over the
         components (0..n-1 candidates, n = pi_s), for every profile.
+    drawn : numpy.ndarray, shape (n_episodes,)
+        Index of the component actually run in each episode (n = pi_s).
     reward, cost : numpy.ndarray, shapes (n_episodes,), (n_episodes, K)
         Observed discounted returns.
     exact_reward, exact_cost : numpy.ndarray or None, shapes (n_episodes,), (n_episodes, K)
@@ -147,6 +149,7 @@ class TestLog:
     notes: tuple = field(default_factory=tuple)
     pair: np.ndarray | None = None
     weight: np.ndarray | None = None
+    drawn: np.ndarray | None = None
     delta_cal: float | None = None
     delta_test: float | None = None
     alive: np.ndarray | None = None
@@ -231,7 +234,7 @@ def _occupancy_policy(M, comps, w):
 
 
 def build_log(ps, *, profile, constants, seed, horizon, cand, alpha, comp, stage, event, pair,
-              weight, R, C, elim, guarantee, notes, ex_r=None, ex_c=None, vstar=None, M=None,
+              weight, drawn, R, C, elim, guarantee, notes, ex_r=None, ex_c=None, vstar=None, M=None,
               stopped=False, tol=1e-9, certified=None) -> TestLog:
     """A :class:`TestLog` from per-episode arrays (``d`` = their length).
 
@@ -291,5 +294,5 @@ def build_log(ps, *, profile, constants, seed, horizon, cand, alpha, comp, stage
         violation_episodes=ro(viol_eps), stopped_on_violation=bool(stopped),
         eliminated=ro(order.astype(np.int64)), eliminated_at=ro(elim[order].copy()),
         pi_out_weights=ro(w), pi_out=pi_out, pi_out_policy=ro(pi_pol),
-        guarantee=bool(guarantee), notes=notes, pair=ro(pair), weight=ro(weight), **extra,
+        guarantee=bool(guarantee), notes=notes, pair=ro(pair), weight=ro(weight), drawn=ro(drawn), **extra,
     )

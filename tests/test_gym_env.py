@@ -322,3 +322,52 @@ def test_envs_package_loads_gymnasium_names_lazily():
     code = "import sys, safemeta_fast.envs; print('gymnasium' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_run_env_frozenlake_8x8_certified_matches_exact_model():
+    """Issue 11 acceptance: gymnasium's own FrozenLake-v1 8x8 driven through run_env with
+    the certified profile (start-state control variate on); the TestLog's exact audit
+    (log(M)) is checked against the exact model of that env."""
+    import gymnasium as gym
+
+    from safemeta_fast import calibrate, solve_lp
+    from safemeta_fast.envs.frozenlake import FrozenLakeFamily
+    from safemeta_fast.evaluation import evaluate_many
+    from safemeta_fast.policyset import PolicySet
+    from safemeta_fast.tasks import TruncatedNormal
+
+    fam = FrozenLakeFamily("8x8", cost_limit=0.05, distribution=TruncatedNormal(0.95, 0.03, 0.85, 1.0))
+    M = fam.build([1.0])  # is_slippery=True is slip 1
+    covers = [0.9, 0.95, 1.0]
+    tasks = [fam.build([x]) for x in covers]
+    pols = np.stack([solve_lp(T).policy for T in tasks])
+    safe = solve_lp(fam.build([1.0]).replace(cost_limit=[0.02])).policy
+    ev = [evaluate_many(T, np.concatenate([pols, safe[None]])) for T in tasks]
+    ps = PolicySet(policies=pols, u=[e.reward[i] for i, e in enumerate(ev)],
+                   v=[0.05 - e.cost[i, 0] for i, e in enumerate(ev)],
+                   u_s=[e.reward[3] for e in ev], v_s=[0.05 - e.cost[3, 0] for e in ev],
+                   safe_policy=safe, cover_params=covers, cost_limit=[0.05], gamma=0.95,
+                   eps=0.03, delta=0.05, xi_hat=float(min(0.05 - e.cost[3, 0] for e in ev)), seed=0)
+    ps = calibrate(ps, fam, n_reference=200, n_calibration=200, seed=1, progress=False)
+    n = 1500
+    env = gym.make("FrozenLake-v1", map_name="8x8", is_slippery=True)
+    ad = SafeAdapter(ps, n_episodes=n, seed=2)
+    log = run_env(ad, env, n, cost_fn=hole_cost, seed=3, progress=False)
+    assert log.constants["control_variate"] is True  # run_env passed the start states
+    audit = ad.log(M)
+    assert audit.violations == 0 and audit.refuted_at == -1
+    np.testing.assert_array_equal(audit.pair, log.pair)
+    # the exact audit: each deployed mixture's values from the exact model of the env
+    exact = evaluate_many(M, np.concatenate([ps.policies, ps.safe_policy[None]]))
+    a, c, w = audit.pair[:, 0], audit.pair[:, 1], audit.weight
+    np.testing.assert_allclose(audit.exact_reward, w * exact.reward[a] + (1 - w) * exact.reward[c],
+                               rtol=0, atol=1e-12)
+    # observed returns of the components agree with their exact values (Monte Carlo)
+    drawn = log.drawn
+    for j in np.unique(drawn):
+        sel = drawn == j
+        if sel.sum() < 200:
+            continue
+        se = log.reward[sel].std(ddof=1) / np.sqrt(sel.sum())
+        assert abs(log.reward[sel].mean() - exact.reward[j]) <= Z * se + 1e-6
+    assert audit.mean_candidate_weight > 0.0
