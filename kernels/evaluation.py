@@ -6,11 +6,12 @@ has successors ``nxt[ptr[i]:ptr[i+1]]`` with probabilities ``prob[...]``), ``r``
 ``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']`` is built once in CSR form (duplicates merged)
 and every method works on it:
 
-* ``solve_values_dense`` : LU solve of ``(I - gamma P_pi) V = [r_pi, c_pi]`` (S x S).
+* dense: LU solve of ``(I - gamma P_pi) V = [r_pi, c_pi]`` (S x S); ``dense_system_pairs``
+  builds that system straight from the pair rows in O(nnz) (no CSR merge and sort).
 * ``solve_values_gs`` : Gauss-Seidel sweeps with self-loop elimination, a gamma-contraction
   in max-norm, stopped by the a-posteriori bound ``gamma/(1-gamma) ||v_k - v_{k-1}|| <=
   rtol ||v_k||`` per column.
-* ``solve_occupancy_dense`` / ``solve_occupancy_gs`` : the adjoint system
+* ``solve_occupancy_gs`` (and a dense LU of the transposed system) : the adjoint system
   ``(I - gamma P_pi^T) d = (1 - gamma) nu0``; the iterative one certifies its stop with the
   residual bound ``||d - d*||_1 <= ||res||_1 / (1 - gamma)``.
 
@@ -89,27 +90,26 @@ def policy_rhs(r, c, pi):
 
 
 @njit(cache=True)
-def dense_system(pptr, pcol, pval, gamma, transpose):
-    """Dense I - gamma P_pi (or its transpose), shape (S, S)."""
-    S = pptr.shape[0] - 1
+def dense_system_pairs(ptr, nxt, prob, pi, gamma):
+    """Dense I - gamma P_pi, shape (S, S), straight from the pair rows.
+
+    ``(I - gamma P_pi)[s, s'] = [s == s'] - gamma sum_a pi[s, a] P[s, a, s']``: one pass
+    over the successor entries of the pairs with ``pi > 0`` (no merge, no sort), so its
+    cost is O(nnz) even for dense random tasks where the CSR of P_pi would need sorting.
+    """
+    S, A = pi.shape
     M = np.zeros((S, S))
     for s in range(S):
         M[s, s] = 1.0
-    for s in range(S):
-        for j in range(pptr[s], pptr[s + 1]):
-            if transpose:
-                M[pcol[j], s] -= gamma * pval[j]
-            else:
-                M[s, pcol[j]] -= gamma * pval[j]
+        for a in range(A):
+            w = pi[s, a]
+            if w == 0.0:
+                continue
+            gw = gamma * w
+            i = s * A + a
+            for j in range(ptr[i], ptr[i + 1]):
+                M[s, nxt[j]] -= gw * prob[j]
     return M
-
-
-@njit(cache=True)
-def solve_values_dense(pptr, pcol, pval, rhs, gamma):
-    """V = (I - gamma P_pi)^{-1} rhs, shape (S, m). Returns (V, status)."""
-    M = dense_system(pptr, pcol, pval, gamma, False)
-    V = np.linalg.solve(M, np.ascontiguousarray(rhs))
-    return V, STATUS_OK
 
 
 @njit(cache=True)
@@ -176,14 +176,6 @@ def solve_values_gs(pptr, pcol, pval, rhs, gamma, rtol, max_sweeps):
         if done:
             return V, sweep, STATUS_OK
     return V, max_sweeps, STATUS_MAX_ITER
-
-
-@njit(cache=True)
-def solve_occupancy_dense(pptr, pcol, pval, nu0, gamma):
-    """d = (1 - gamma) (I - gamma P_pi^T)^{-1} nu0, shape (S,)."""
-    M = dense_system(pptr, pcol, pval, gamma, True)
-    d = np.linalg.solve(M, (1.0 - gamma) * nu0)
-    return d, STATUS_OK
 
 
 @njit(cache=True)
@@ -259,11 +251,12 @@ def solve_occupancy_gs(pptr, pcol, pval, nu0, gamma, rtol, max_sweeps):
 @njit(cache=True)
 def evaluate_one(ptr, nxt, prob, r, c, nu0, pi, gamma, use_dense, rtol, max_sweeps, out):
     """Values from nu0 of one policy into out (1 + K,): [V_r, V_c^0, ...]. Returns status."""
-    pptr, pcol, pval = policy_matrix_csr(ptr, nxt, prob, pi)
     rhs = policy_rhs(r, c, pi)
     if use_dense:
-        V, status = solve_values_dense(pptr, pcol, pval, rhs, gamma)
+        V = np.linalg.solve(dense_system_pairs(ptr, nxt, prob, pi, gamma), rhs)
+        status = STATUS_OK
     else:
+        pptr, pcol, pval = policy_matrix_csr(ptr, nxt, prob, pi)
         V, sweeps, status = solve_values_gs(pptr, pcol, pval, rhs, gamma, rtol, max_sweeps)
     m = rhs.shape[1]
     S = nu0.shape[0]

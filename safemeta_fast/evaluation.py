@@ -247,11 +247,13 @@ def _sparse_matrix(M: CMDP, pptr, pcol, pval, transpose: bool):
 
 def _values_matrix(M: CMDP, pi: np.ndarray, method: str, rtol: float) -> np.ndarray:
     """State values (S, 1 + K): column 0 reward, columns 1.. costs."""
-    pptr, pcol, pval = _policy_system(M, pi)
     rhs = _k.policy_rhs(M.r, M.c, pi)
     if method == "dense":
-        V, _ = _k.solve_values_dense(pptr, pcol, pval, rhs, M.gamma)
-    elif method == "sparse":
+        return np.linalg.solve(
+            _k.dense_system_pairs(M.succ_ptr, M.succ_next, M.succ_prob, pi, M.gamma), rhs
+        )
+    pptr, pcol, pval = _policy_system(M, pi)
+    if method == "sparse":
         V = _sparse_matrix(M, pptr, pcol, pval, transpose=False).solve(rhs)
     else:
         cap = _expected_sweeps(M.gamma, rtol) + 10
@@ -380,12 +382,14 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
     pi = as_policy(pi, M.n_states, M.n_actions)
     rtol = _check_rtol(rtol)
     used = choose_method(M, method, rtol)
-    pptr, pcol, pval = _policy_system(M, pi)
     if used == "dense":
-        d, _ = _k.solve_occupancy_dense(pptr, pcol, pval, M.nu0, M.gamma)
+        system = _k.dense_system_pairs(M.succ_ptr, M.succ_next, M.succ_prob, pi, M.gamma)
+        d = np.linalg.solve(system.T, (1.0 - M.gamma) * M.nu0)
     elif used == "sparse":
+        pptr, pcol, pval = _policy_system(M, pi)
         d = _sparse_matrix(M, pptr, pcol, pval, transpose=True).solve((1.0 - M.gamma) * M.nu0)
     else:
+        pptr, pcol, pval = _policy_system(M, pi)
         cap = 4 * (_expected_sweeps(M.gamma, rtol) + 10)
         d, _, status = _k.solve_occupancy_gs(pptr, pcol, pval, M.nu0, M.gamma, rtol, cap)
         if status != _k.STATUS_OK:
