@@ -246,3 +246,257 @@ def primal_dual_kernel(ptr, nxt, prob, r, c, b, nu0, gamma, beta, pi_exponent, q
             if not np.isfinite(pi[s, a]):
                 return n_iter, total_sweeps, STATUS_NONFINITE
     return n_iter, total_sweeps, STATUS_OK
+
+
+# ---------------------------------------------------------------------------
+# policy iteration and modified policy iteration (issue 13)
+# ---------------------------------------------------------------------------
+#
+# Both solvers stop on the McQueen-Porteus bounds: for any v with d = T v - v (T the
+# Bellman optimality operator, a monotone gamma-contraction that commutes with adding
+# constants),
+#     T v + gamma/(1-gamma) min(d) <= v* <= T v + gamma/(1-gamma) max(d),
+# so the midpoint ``T v + gamma/(1-gamma) (max d + min d)/2`` is within
+# ``gamma/(1-gamma) span(d)/2`` of v* in max-norm. The loops stop when that bound is <= tol.
+# Greedy actions: the lowest index attaining the maximum; the current action is kept
+# while it is within ``keep_tol`` of the maximum (this stops policy iteration from
+# cycling between actions whose q-values differ by round-off only).
+#
+# Sparse kernels take the CSR pair rows ``ptr, nxt, prob``; dense kernels take
+# ``P2 = P.reshape(S*A, S)`` (C-contiguous) and use BLAS through np.dot / np.linalg.solve.
+# In/out: ``v`` (S,) start values on entry, the midpoint estimate on exit; ``sigma`` (S,)
+# int64 start policy on entry, the last greedy policy on exit; ``q`` (S, A) filled with
+# ``R + gamma P v`` of the returned v. Return (iterations, span of the last d, work, status)
+# where work counts linear solves (PI) or partial-evaluation sweeps (MPI).
+
+
+@njit(cache=True)
+def _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol):
+    """tv = max_a (R + gamma ev) with ev[i] = (P v)[i]; greedy sigma; returns (dmin, dmax)."""
+    dmin = np.inf
+    dmax = -np.inf
+    for s in range(S):
+        best = -np.inf
+        arg = 0
+        for a in range(A):
+            qa = R[s, a] + gamma * ev[s * A + a]
+            if qa > best:
+                best = qa
+                arg = a
+        cur = sigma[s]
+        if R[s, cur] + gamma * ev[s * A + cur] < best - keep_tol * (1.0 + abs(best)):
+            sigma[s] = arg
+        tv[s] = best
+        d = best - v[s]
+        if d < dmin:
+            dmin = d
+        if d > dmax:
+            dmax = d
+    return dmin, dmax
+
+
+@njit(cache=True)
+def _expect_all_sparse(ptr, nxt, prob, v, ev):
+    """ev[i] = sum_j P(s_j | pair i) v(s_j) for every pair i."""
+    for i in range(ev.shape[0]):
+        ev[i] = _expect_next(ptr, nxt, prob, i, v)
+
+
+@njit(cache=True)
+def _midpoint(v, tv, gamma, dmin, dmax):
+    """v = tv + gamma/(1-gamma) (dmin + dmax)/2 (the McQueen-Porteus midpoint)."""
+    shift = gamma / (1.0 - gamma) * 0.5 * (dmin + dmax)
+    for s in range(v.shape[0]):
+        v[s] = tv[s] + shift
+
+
+@njit(cache=True)
+def _stop(gamma, dmin, dmax, tol):
+    """0 = go on, STATUS_OK = the bound holds, STATUS_NONFINITE = values blew up."""
+    span = dmax - dmin
+    if not np.isfinite(span):
+        return STATUS_NONFINITE
+    if gamma / (1.0 - gamma) * 0.5 * span <= tol:
+        return STATUS_OK
+    return -1
+
+
+@njit(cache=True)
+def _policy_system_sparse(ptr, nxt, prob, R, sigma, gamma, system, rhs):
+    """Dense I - gamma P_sigma and r_sigma of a deterministic policy from the pair rows."""
+    S, A = R.shape
+    system[:, :] = 0.0
+    for s in range(S):
+        system[s, s] = 1.0
+        i = s * A + sigma[s]
+        rhs[s] = R[s, sigma[s]]
+        for j in range(ptr[i], ptr[i + 1]):
+            system[s, nxt[j]] -= gamma * prob[j]
+
+
+@njit(cache=True)
+def _policy_system_dense(P2, R, sigma, gamma, system, rhs):
+    """Dense I - gamma P_sigma and r_sigma of a deterministic policy from P2 (S*A, S)."""
+    S, A = R.shape
+    for s in range(S):
+        i = s * A + sigma[s]
+        for t in range(S):
+            system[s, t] = -gamma * P2[i, t]
+        system[s, s] += 1.0
+        rhs[s] = R[s, sigma[s]]
+
+
+@njit(cache=True)
+def _policy_sweep_sparse(ptr, nxt, prob, R, sigma, gamma, v, out):
+    """One Jacobi sweep out = r_sigma + gamma P_sigma v (Jacobi, not Gauss-Seidel: it keeps
+    the error close to a constant shift, which is what the span stop exploits)."""
+    S, A = R.shape
+    for s in range(S):
+        i = s * A + sigma[s]
+        out[s] = R[s, sigma[s]] + gamma * _expect_next(ptr, nxt, prob, i, v)
+
+
+@njit(cache=True)
+def _q_sparse(ptr, nxt, prob, R, gamma, v, q):
+    S, A = R.shape
+    for s in range(S):
+        for a in range(A):
+            q[s, a] = R[s, a] + gamma * _expect_next(ptr, nxt, prob, s * A + a, v)
+
+
+@njit(cache=True)
+def _q_dense(P2, R, gamma, v, q):
+    S, A = R.shape
+    ev = np.dot(P2, v)
+    for s in range(S):
+        for a in range(A):
+            q[s, a] = R[s, a] + gamma * ev[s * A + a]
+
+
+@njit(cache=True)
+def policy_iteration_sparse(ptr, nxt, prob, R, gamma, tol, max_iter, keep_tol, v, sigma, q):
+    """Howard's policy iteration on the pair rows: exact (dense LU) evaluation of sigma,
+    then greedy improvement; stops on the McQueen-Porteus bound or a stable policy."""
+    S, A = R.shape
+    system = np.empty((S, S))
+    rhs = np.empty(S)
+    ev = np.empty(S * A)
+    tv = np.empty(S)
+    it = 0
+    span = np.inf
+    status = STATUS_MAX_ITER
+    while it < max_iter:
+        it += 1
+        _policy_system_sparse(ptr, nxt, prob, R, sigma, gamma, system, rhs)
+        v[:] = np.linalg.solve(system, rhs)
+        _expect_all_sparse(ptr, nxt, prob, v, ev)
+        old = sigma.copy()
+        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol)
+        span = dmax - dmin
+        st = _stop(gamma, dmin, dmax, tol)
+        if st == STATUS_NONFINITE:
+            status = st
+            break
+        if st == STATUS_OK or np.array_equal(old, sigma):
+            _midpoint(v, tv, gamma, dmin, dmax)
+            status = STATUS_OK
+            break
+    _q_sparse(ptr, nxt, prob, R, gamma, v, q)
+    return it, span, it, status
+
+
+@njit(cache=True)
+def policy_iteration_dense(P2, R, gamma, tol, max_iter, keep_tol, v, sigma, q):
+    """policy_iteration_sparse on a dense P2 (S*A, S): BLAS for P v, LAPACK for the solves."""
+    S, A = R.shape
+    system = np.empty((S, S))
+    rhs = np.empty(S)
+    tv = np.empty(S)
+    it = 0
+    span = np.inf
+    status = STATUS_MAX_ITER
+    while it < max_iter:
+        it += 1
+        _policy_system_dense(P2, R, sigma, gamma, system, rhs)
+        v[:] = np.linalg.solve(system, rhs)
+        ev = np.dot(P2, v)
+        old = sigma.copy()
+        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol)
+        span = dmax - dmin
+        st = _stop(gamma, dmin, dmax, tol)
+        if st == STATUS_NONFINITE:
+            status = st
+            break
+        if st == STATUS_OK or np.array_equal(old, sigma):
+            _midpoint(v, tv, gamma, dmin, dmax)
+            status = STATUS_OK
+            break
+    _q_dense(P2, R, gamma, v, q)
+    return it, span, it, status
+
+
+@njit(cache=True)
+def modified_pi_sparse(ptr, nxt, prob, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
+    """Modified policy iteration on the pair rows: v <- T v (greedy sigma), then
+    ``n_sweeps`` Jacobi sweeps of T_sigma; stops on the McQueen-Porteus bound."""
+    S, A = R.shape
+    ev = np.empty(S * A)
+    tv = np.empty(S)
+    it = 0
+    work = 0
+    span = np.inf
+    status = STATUS_MAX_ITER
+    while it < max_iter:
+        it += 1
+        _expect_all_sparse(ptr, nxt, prob, v, ev)
+        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, 0.0)
+        span = dmax - dmin
+        st = _stop(gamma, dmin, dmax, tol)
+        if st != -1:
+            status = st
+            if st == STATUS_OK:
+                _midpoint(v, tv, gamma, dmin, dmax)
+            break
+        v[:] = tv
+        for _ in range(n_sweeps):
+            _policy_sweep_sparse(ptr, nxt, prob, R, sigma, gamma, v, tv)
+            v[:] = tv
+        work += n_sweeps
+    _q_sparse(ptr, nxt, prob, R, gamma, v, q)
+    return it, span, work, status
+
+
+@njit(cache=True)
+def modified_pi_dense(P2, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
+    """modified_pi_sparse on a dense P2 (S*A, S); the partial evaluation is ``n_sweeps``
+    Jacobi steps v <- r_sigma + gamma P_sigma v (BLAS matrix-vector products)."""
+    S, A = R.shape
+    Ps = np.empty((S, S))
+    rs = np.empty(S)
+    tv = np.empty(S)
+    it = 0
+    work = 0
+    span = np.inf
+    status = STATUS_MAX_ITER
+    while it < max_iter:
+        it += 1
+        ev = np.dot(P2, v)
+        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, 0.0)
+        span = dmax - dmin
+        st = _stop(gamma, dmin, dmax, tol)
+        if st != -1:
+            status = st
+            if st == STATUS_OK:
+                _midpoint(v, tv, gamma, dmin, dmax)
+            break
+        v[:] = tv
+        if n_sweeps > 0:
+            for s in range(S):
+                i = s * A + sigma[s]
+                Ps[s, :] = P2[i, :]
+                rs[s] = R[s, sigma[s]]
+            for _ in range(n_sweeps):
+                v[:] = rs + gamma * np.dot(Ps, v)
+        work += n_sweeps
+    _q_dense(P2, R, gamma, v, q)
+    return it, span, work, status
