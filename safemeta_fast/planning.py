@@ -222,7 +222,7 @@ class MDPSolution(ValueIterationResult):
         The solver used: "value_iteration", "policy_iteration" or
         "modified_policy_iteration".
     path : str
-        "sparse" (numba on the successor rows) or "dense" (BLAS/LAPACK on ``M.P``).
+        "sparse" (numba on the successor rows) or "dense" (numba loops and LAPACK on ``M.P``).
     work : int
         Linear solves (policy iteration), partial-evaluation sweeps (modified policy
         iteration) or Gauss-Seidel sweeps (value iteration).
@@ -247,8 +247,8 @@ DENSE_MAX_BYTES = 1 << 30
 #: Measured cost model of ``method="auto"`` (seconds; 2-core machine, see setup_notes.md):
 #: one visit of a transition entry in a numba sweep on the successor rows...
 _C_VISIT_SPARSE = 1.6e-9
-#: ...and in a BLAS matrix-vector product on the dense tensor;
-_C_VISIT_DENSE = 2.2e-10
+#: ...and in a dense matrix-vector loop on the tensor (``kernels.planning._matvec``);
+_C_VISIT_DENSE = 6e-10
 #: improvement steps policy iteration typically needs (2-4 on dense random tasks, 4-10 on
 #: gridworlds); its dense LU costs ``evaluation._C_DENSE * S**3`` per step.
 _PI_STEPS = 4
@@ -318,8 +318,9 @@ def solve_mdp(M: CMDP, *, method: str = "auto", path: str = "auto", tol: float =
     M : CMDP
     method : {"auto", "value_iteration", "policy_iteration", "modified_policy_iteration"}
     path : {"auto", "sparse", "dense"}, default "auto"
-        "sparse" runs numba kernels on the successor rows; "dense" runs BLAS/LAPACK (from
-        numba) on the dense tensor ``M.P`` (materialised if needed). "auto" takes "dense"
+        "sparse" runs numba kernels on the successor rows; "dense" runs numba kernels with
+        dense loops (and LAPACK for policy iteration's solves) on the dense tensor ``M.P``
+        (materialised if needed). "auto" takes "dense"
         when at least ``DENSE_MIN_FILL`` (25%) of ``P`` is non-zero and it needs at most
         ``DENSE_MAX_BYTES`` (1 GiB). Value iteration always runs on the sparse path.
     tol : float, default 1e-8
@@ -349,9 +350,9 @@ def solve_mdp(M: CMDP, *, method: str = "auto", path: str = "auto", tol: float =
     Notes
     -----
     Cost model of ``method="auto"`` (constants measured on a 2-core machine): one entry
-    visit costs 1.6 ns in a numba sweep on the successor rows and 0.22 ns in a dense BLAS
-    product; a dense LU of S x S costs ``3e-11 S^3`` s; policy iteration takes about 4
-    improvement steps. Modified PI gets ``t_PI / t_step`` steps (at least 20), where
+    visit costs 1.6 ns in a numba sweep on the successor rows and 0.6 ns in a dense
+    matrix-vector loop; a dense LU of S x S costs ``3e-11 S^3`` s; policy iteration takes
+    about 4 improvement steps. Modified PI gets ``t_PI / t_step`` steps (at least 20), where
     ``t_PI = 4 (3e-11 S^3 + c nnz)`` and ``t_step = c (nnz + n_sweeps nnz / A)``. On the
     measured tasks modified PI converged inside its budget (7x7 gridworld 11 steps,
     50x50: 26, dense random S=500 A=5 gamma 0.95: 3), so "auto" ran modified PI there;
