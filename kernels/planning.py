@@ -1,5 +1,6 @@
-"""Planning kernels on the compressed successor rows: value iteration and the
-entropy-regularised primal-dual CMDP solver (BASELINES.md section 2).
+"""Planning kernels: value iteration, policy iteration and modified policy iteration (on the
+compressed successor rows or a dense tensor) and the entropy-regularised primal-dual CMDP
+solver (BASELINES.md section 2).
 
 ``ptr, nxt, prob`` are the CSR successor rows of a CMDP (pair ``i = s*A + a``).
 Status codes: 0 converged / finished, 1 iteration cap reached, 2 non-finite values.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from .evaluation import matvec
 
 STATUS_OK = 0
 STATUS_MAX_ITER = 1
@@ -263,7 +266,7 @@ def primal_dual_kernel(ptr, nxt, prob, r, c, b, nu0, gamma, beta, pi_exponent, q
 # cycling between actions whose q-values differ by round-off only).
 #
 # Sparse kernels take the CSR pair rows ``ptr, nxt, prob``; dense kernels take
-# ``P2 = P.reshape(S*A, S)`` (C-contiguous), loop over it with ``_matvec`` and solve with
+# ``P2 = P.reshape(S*A, S)`` (C-contiguous), loop over it with ``evaluation.matvec`` and solve with
 # LAPACK (np.linalg.solve).
 # In/out: ``v`` (S,) start values on entry, the midpoint estimate on exit; ``sigma`` (S,)
 # int64 start policy on entry, the last greedy policy on exit; ``q`` (S, A) filled with
@@ -358,33 +361,6 @@ def _policy_sweep_sparse(ptr, nxt, prob, R, sigma, gamma, v, out):
 
 
 @njit(cache=True)
-def _matvec(P, v, out):
-    """out = P v for a C-contiguous (n, m) matrix, four partial sums per row in a fixed order.
-
-    A plain loop rather than BLAS: within 2x of a single-threaded dgemv, independent of
-    the BLAS thread count (deterministic), and 10x faster than threaded BLAS on a busy
-    2-core machine, where BLAS threads spin against each other.
-    """
-    n, m = P.shape
-    for i in range(n):
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        j = 0
-        while j + 4 <= m:
-            a0 += P[i, j] * v[j]
-            a1 += P[i, j + 1] * v[j + 1]
-            a2 += P[i, j + 2] * v[j + 2]
-            a3 += P[i, j + 3] * v[j + 3]
-            j += 4
-        while j < m:
-            a0 += P[i, j] * v[j]
-            j += 1
-        out[i] = (a0 + a1) + (a2 + a3)
-
-
-@njit(cache=True)
 def _q_sparse(ptr, nxt, prob, R, gamma, v, q):
     S, A = R.shape
     for s in range(S):
@@ -396,7 +372,7 @@ def _q_sparse(ptr, nxt, prob, R, gamma, v, q):
 def _q_dense(P2, R, gamma, v, q):
     S, A = R.shape
     ev = np.empty(S * A)
-    _matvec(P2, v, ev)
+    matvec(P2, v, ev)
     for s in range(S):
         for a in range(A):
             q[s, a] = R[s, a] + gamma * ev[s * A + a]
@@ -449,7 +425,7 @@ def policy_iteration_dense(P2, R, gamma, tol, max_iter, keep_tol, v, sigma, q):
         it += 1
         _policy_system_dense(P2, R, sigma, gamma, system, rhs)
         v[:] = np.linalg.solve(system, rhs)
-        _matvec(P2, v, ev)
+        matvec(P2, v, ev)
         old = sigma.copy()
         dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol)
         span = dmax - dmin
@@ -511,7 +487,7 @@ def modified_pi_dense(P2, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
     status = STATUS_MAX_ITER
     while it < max_iter:
         it += 1
-        _matvec(P2, v, ev)
+        matvec(P2, v, ev)
         dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, 0.0)
         span = dmax - dmin
         st = _stop(gamma, dmin, dmax, tol)
@@ -527,7 +503,7 @@ def modified_pi_dense(P2, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
                 Ps[s, :] = P2[i, :]
                 rs[s] = R[s, sigma[s]]
             for _ in range(n_sweeps):
-                _matvec(Ps, v, tv)
+                matvec(Ps, v, tv)
                 for s in range(S):
                     v[s] = rs[s] + gamma * tv[s]
         work += n_sweeps

@@ -247,7 +247,7 @@ DENSE_MAX_BYTES = 1 << 30
 #: Measured cost model of ``method="auto"`` (seconds; 2-core machine, see setup_notes.md):
 #: one visit of a transition entry in a numba sweep on the successor rows...
 _C_VISIT_SPARSE = 1.6e-9
-#: ...and in a dense matrix-vector loop on the tensor (``kernels.planning._matvec``);
+#: ...and in a dense matrix-vector loop on the tensor (``kernels.evaluation.matvec``);
 _C_VISIT_DENSE = 6e-10
 #: improvement steps policy iteration typically needs (2-4 on dense random tasks, 4-10 on
 #: gridworlds); its dense LU costs ``evaluation._C_DENSE * S**3`` per step.
