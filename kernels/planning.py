@@ -265,9 +265,9 @@ def primal_dual_kernel(ptr, nxt, prob, r, c, b, nu0, gamma, beta, pi_exponent, q
 # while it is within ``keep_tol`` of the maximum (this stops policy iteration from
 # cycling between actions whose q-values differ by round-off only).
 #
-# Sparse kernels take the CSR pair rows ``ptr, nxt, prob``; dense kernels take
-# ``P2 = P.reshape(S*A, S)`` (C-contiguous), loop over it with ``evaluation.matvec`` and solve with
-# LAPACK (np.linalg.solve).
+# The kernels take the CSR pair rows ``ptr, nxt, prob`` and ``P2``: the dense tensor
+# ``P.reshape(S*A, S)`` (C-contiguous; the dense path, looped over with ``evaluation.matvec``)
+# or an empty (0, 0) array (the sparse path). Exact evaluation uses LAPACK (np.linalg.solve).
 # In/out: ``v`` (S,) start values on entry, the midpoint estimate on exit; ``sigma`` (S,)
 # int64 start policy on entry, the last greedy policy on exit; ``q`` (S, A) filled with
 # ``R + gamma P v`` of the returned v. Return (iterations, span of the last d, work, status)
@@ -300,10 +300,14 @@ def _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol):
 
 
 @njit(cache=True)
-def _expect_all_sparse(ptr, nxt, prob, v, ev):
-    """ev[i] = sum_j P(s_j | pair i) v(s_j) for every pair i."""
-    for i in range(ev.shape[0]):
-        ev[i] = _expect_next(ptr, nxt, prob, i, v)
+def _expect_all(ptr, nxt, prob, P2, v, ev):
+    """ev[i] = sum_s' P(s' | pair i) v(s') for every pair: the dense P2 when it has rows,
+    else the successor rows."""
+    if P2.shape[0] > 0:
+        matvec(P2, v, ev)
+    else:
+        for i in range(ev.shape[0]):
+            ev[i] = _expect_next(ptr, nxt, prob, i, v)
 
 
 @njit(cache=True)
@@ -316,7 +320,7 @@ def _midpoint(v, tv, gamma, dmin, dmax):
 
 @njit(cache=True)
 def _stop(gamma, dmin, dmax, tol):
-    """0 = go on, STATUS_OK = the bound holds, STATUS_NONFINITE = values blew up."""
+    """-1 = go on, STATUS_OK = the bound holds, STATUS_NONFINITE = values blew up."""
     span = dmax - dmin
     if not np.isfinite(span):
         return STATUS_NONFINITE
@@ -326,62 +330,38 @@ def _stop(gamma, dmin, dmax, tol):
 
 
 @njit(cache=True)
-def _policy_system_sparse(ptr, nxt, prob, R, sigma, gamma, system, rhs):
-    """Dense I - gamma P_sigma and r_sigma of a deterministic policy from the pair rows."""
+def _policy_rows(ptr, nxt, prob, P2, R, sigma, Ps, rs):
+    """Dense P_sigma (S, S) and r_sigma (S,) of a deterministic policy."""
     S, A = R.shape
-    system[:, :] = 0.0
-    for s in range(S):
-        system[s, s] = 1.0
-        i = s * A + sigma[s]
-        rhs[s] = R[s, sigma[s]]
-        for j in range(ptr[i], ptr[i + 1]):
-            system[s, nxt[j]] -= gamma * prob[j]
-
-
-@njit(cache=True)
-def _policy_system_dense(P2, R, sigma, gamma, system, rhs):
-    """Dense I - gamma P_sigma and r_sigma of a deterministic policy from P2 (S*A, S)."""
-    S, A = R.shape
+    dense = P2.shape[0] > 0
     for s in range(S):
         i = s * A + sigma[s]
-        for t in range(S):
-            system[s, t] = -gamma * P2[i, t]
-        system[s, s] += 1.0
-        rhs[s] = R[s, sigma[s]]
+        rs[s] = R[s, sigma[s]]
+        if dense:
+            for t in range(S):
+                Ps[s, t] = P2[i, t]
+        else:
+            for t in range(S):
+                Ps[s, t] = 0.0
+            for j in range(ptr[i], ptr[i + 1]):
+                Ps[s, nxt[j]] = prob[j]
 
 
 @njit(cache=True)
-def _policy_sweep_sparse(ptr, nxt, prob, R, sigma, gamma, v, out):
-    """One Jacobi sweep out = r_sigma + gamma P_sigma v (Jacobi, not Gauss-Seidel: it keeps
-    the error close to a constant shift, which is what the span stop exploits)."""
+def _finish(ptr, nxt, prob, P2, R, gamma, v, ev, q):
+    """q = R + gamma P v of the returned values."""
     S, A = R.shape
-    for s in range(S):
-        i = s * A + sigma[s]
-        out[s] = R[s, sigma[s]] + gamma * _expect_next(ptr, nxt, prob, i, v)
-
-
-@njit(cache=True)
-def _q_sparse(ptr, nxt, prob, R, gamma, v, q):
-    S, A = R.shape
-    for s in range(S):
-        for a in range(A):
-            q[s, a] = R[s, a] + gamma * _expect_next(ptr, nxt, prob, s * A + a, v)
-
-
-@njit(cache=True)
-def _q_dense(P2, R, gamma, v, q):
-    S, A = R.shape
-    ev = np.empty(S * A)
-    matvec(P2, v, ev)
+    _expect_all(ptr, nxt, prob, P2, v, ev)
     for s in range(S):
         for a in range(A):
             q[s, a] = R[s, a] + gamma * ev[s * A + a]
 
 
 @njit(cache=True)
-def policy_iteration_sparse(ptr, nxt, prob, R, gamma, tol, max_iter, keep_tol, v, sigma, q):
-    """Howard's policy iteration on the pair rows: exact (dense LU) evaluation of sigma,
-    then greedy improvement; stops on the McQueen-Porteus bound or a stable policy."""
+def policy_iteration_kernel(ptr, nxt, prob, P2, R, gamma, tol, max_iter, keep_tol, v, sigma, q):
+    """Howard's policy iteration: exact evaluation of sigma (LAPACK LU of the dense
+    I - gamma P_sigma), greedy improvement; stops on the McQueen-Porteus bound or a stable
+    policy. Dense path when P2 (S*A, S) has rows, else the successor rows."""
     S, A = R.shape
     system = np.empty((S, S))
     rhs = np.empty(S)
@@ -392,9 +372,13 @@ def policy_iteration_sparse(ptr, nxt, prob, R, gamma, tol, max_iter, keep_tol, v
     status = STATUS_MAX_ITER
     while it < max_iter:
         it += 1
-        _policy_system_sparse(ptr, nxt, prob, R, sigma, gamma, system, rhs)
+        _policy_rows(ptr, nxt, prob, P2, R, sigma, system, rhs)
+        for s in range(S):
+            for t in range(S):
+                system[s, t] *= -gamma
+            system[s, s] += 1.0
         v[:] = np.linalg.solve(system, rhs)
-        _expect_all_sparse(ptr, nxt, prob, v, ev)
+        _expect_all(ptr, nxt, prob, P2, v, ev)
         old = sigma.copy()
         dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol)
         span = dmax - dmin
@@ -406,88 +390,30 @@ def policy_iteration_sparse(ptr, nxt, prob, R, gamma, tol, max_iter, keep_tol, v
             _midpoint(v, tv, gamma, dmin, dmax)
             status = STATUS_OK
             break
-    _q_sparse(ptr, nxt, prob, R, gamma, v, q)
+    _finish(ptr, nxt, prob, P2, R, gamma, v, ev, q)
     return it, span, it, status
 
 
 @njit(cache=True)
-def policy_iteration_dense(P2, R, gamma, tol, max_iter, keep_tol, v, sigma, q):
-    """policy_iteration_sparse on a dense P2 (S*A, S): dense loops for P v, LAPACK solves."""
+def modified_pi_kernel(ptr, nxt, prob, P2, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
+    """Modified policy iteration: v <- T v (greedy sigma), then ``n_sweeps`` Jacobi sweeps
+    v <- r_sigma + gamma P_sigma v; stops on the McQueen-Porteus bound. Dense path (P_sigma
+    gathered into an S x S matrix once per improvement) when P2 (S*A, S) has rows, else
+    sweeps over the successor rows."""
     S, A = R.shape
-    system = np.empty((S, S))
-    rhs = np.empty(S)
+    dense = P2.shape[0] > 0
     ev = np.empty(S * A)
     tv = np.empty(S)
-    it = 0
-    span = np.inf
-    status = STATUS_MAX_ITER
-    while it < max_iter:
-        it += 1
-        _policy_system_dense(P2, R, sigma, gamma, system, rhs)
-        v[:] = np.linalg.solve(system, rhs)
-        matvec(P2, v, ev)
-        old = sigma.copy()
-        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol)
-        span = dmax - dmin
-        st = _stop(gamma, dmin, dmax, tol)
-        if st == STATUS_NONFINITE:
-            status = st
-            break
-        if st == STATUS_OK or np.array_equal(old, sigma):
-            _midpoint(v, tv, gamma, dmin, dmax)
-            status = STATUS_OK
-            break
-    _q_dense(P2, R, gamma, v, q)
-    return it, span, it, status
-
-
-@njit(cache=True)
-def modified_pi_sparse(ptr, nxt, prob, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
-    """Modified policy iteration on the pair rows: v <- T v (greedy sigma), then
-    ``n_sweeps`` Jacobi sweeps of T_sigma; stops on the McQueen-Porteus bound."""
-    S, A = R.shape
-    ev = np.empty(S * A)
-    tv = np.empty(S)
-    it = 0
-    work = 0
-    span = np.inf
-    status = STATUS_MAX_ITER
-    while it < max_iter:
-        it += 1
-        _expect_all_sparse(ptr, nxt, prob, v, ev)
-        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, 0.0)
-        span = dmax - dmin
-        st = _stop(gamma, dmin, dmax, tol)
-        if st != -1:
-            status = st
-            if st == STATUS_OK:
-                _midpoint(v, tv, gamma, dmin, dmax)
-            break
-        v[:] = tv
-        for _ in range(n_sweeps):
-            _policy_sweep_sparse(ptr, nxt, prob, R, sigma, gamma, v, tv)
-            v[:] = tv
-        work += n_sweeps
-    _q_sparse(ptr, nxt, prob, R, gamma, v, q)
-    return it, span, work, status
-
-
-@njit(cache=True)
-def modified_pi_dense(P2, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
-    """modified_pi_sparse on a dense P2 (S*A, S); the partial evaluation is ``n_sweeps``
-    Jacobi steps v <- r_sigma + gamma P_sigma v (dense matrix-vector products)."""
-    S, A = R.shape
-    Ps = np.empty((S, S))
+    n_dense = S if dense and n_sweeps > 0 else 0
+    Ps = np.empty((n_dense, n_dense))
     rs = np.empty(S)
-    ev = np.empty(S * A)
-    tv = np.empty(S)
     it = 0
     work = 0
     span = np.inf
     status = STATUS_MAX_ITER
     while it < max_iter:
         it += 1
-        matvec(P2, v, ev)
+        _expect_all(ptr, nxt, prob, P2, v, ev)
         dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, 0.0)
         span = dmax - dmin
         st = _stop(gamma, dmin, dmax, tol)
@@ -497,15 +423,16 @@ def modified_pi_dense(P2, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
                 _midpoint(v, tv, gamma, dmin, dmax)
             break
         v[:] = tv
-        if n_sweeps > 0:
-            for s in range(S):
-                i = s * A + sigma[s]
-                Ps[s, :] = P2[i, :]
-                rs[s] = R[s, sigma[s]]
-            for _ in range(n_sweeps):
+        if n_dense > 0:
+            _policy_rows(ptr, nxt, prob, P2, R, sigma, Ps, rs)
+        for _ in range(n_sweeps):
+            if n_dense > 0:
                 matvec(Ps, v, tv)
+            else:
                 for s in range(S):
-                    v[s] = rs[s] + gamma * tv[s]
+                    tv[s] = _expect_next(ptr, nxt, prob, s * A + sigma[s], v)
+            for s in range(S):
+                v[s] = R[s, sigma[s]] + gamma * tv[s]
         work += n_sweeps
-    _q_dense(P2, R, gamma, v, q)
+    _finish(ptr, nxt, prob, P2, R, gamma, v, ev, q)
     return it, span, work, status

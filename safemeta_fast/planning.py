@@ -385,12 +385,9 @@ def solve_mdp(M: CMDP, *, method: str = "auto", path: str = "auto", tol: float =
     v = np.zeros(S)
     q = np.empty((S, A))
     sigma = np.argmax(R, axis=1).astype(np.int64)
-    if path == "dense":
-        data = (np.ascontiguousarray(M.P).reshape(S * A, S),)
-        pi_k, mpi_k = _k.policy_iteration_dense, _k.modified_pi_dense
-    else:
-        data = (M.succ_ptr, M.succ_next, M.succ_prob)
-        pi_k, mpi_k = _k.policy_iteration_sparse, _k.modified_pi_sparse
+    P2 = np.ascontiguousarray(M.P).reshape(S * A, S) if path == "dense" else np.empty((0, 0))
+    data = (M.succ_ptr, M.succ_next, M.succ_prob, P2)
+    pi_k, mpi_k = _k.policy_iteration_kernel, _k.modified_pi_kernel
     it = work = 0
     status = _k.STATUS_MAX_ITER
     if method in ("auto", "modified_policy_iteration"):
