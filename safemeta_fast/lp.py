@@ -87,17 +87,18 @@ __all__ = [
 #: "HiGHS warm" re-solves a nearby task (noise +0.01..0.05) from the previous optimal basis.
 AUTO_SIMPLEX_MAX_PAIRS = 600
 
-#: What the default (``warm_start=True``) rule rests on: seconds per solve, measured with a
-#: pair of nearby tasks solved in alternation (gridworld noise 0.30 / 0.31; dense random
-#: ``RandomCMDPFamily(500, 5, gamma=0.95)`` at (0.30, 0.30) / (0.31, 0.31)), 2-core machine
-#: shared with other work. "first" is the first solve of a shape (cvxpy compilation
+#: What the default (``warm_start=True``) rule rests on: seconds per solve (minimum over
+#: rounds), a pair of nearby tasks solved in alternation (gridworld noise 0.30 / 0.31; dense
+#: random ``RandomCMDPFamily(500, 5, gamma=0.95)`` at (0.30, 0.30) / (0.31, 0.31)), one run
+#: of ``bench/bench_peers.py`` on a 2-core machine shared with other work (the cold HiGHS
+#: column by a separate script). "first" is the first solve of a shape (cvxpy compilation
 #: included for Clarabel; HiGHS from the crash basis), "re-solve" the later ones.
 DEFAULT_SOLVER_TIMES = {
     #  task                (HiGHS cold first, HiGHS crash first, HiGHS warm re-solve,
     #                       Clarabel first, Clarabel re-solve)
-    "gridworld 7x7":       (0.035, 0.002, 0.001, 1.04, 0.0045),
-    "gridworld 50x50":     (6.1, 0.10, 0.065, 1.16, 0.37),
-    "dense random S=500":  (65.0, 0.67, 0.43, 11.1, 10.3),
+    "gridworld 7x7":       (0.035, 0.0015, 0.00055, 0.0096, 0.0035),
+    "gridworld 50x50":     (6.1, 0.095, 0.057, 0.37, 0.32),
+    "dense random S=500":  (65.0, 0.78, 0.47, 12.3, 10.7),
 }
 AUTO_SIMPLEX_MAX_PAIRS = 600
 
