@@ -6,6 +6,10 @@ Run: ``python -m pytest bench/bench_planning.py --benchmark-min-rounds=3``.
   the jitted Gauss-Seidel kernel next to ``tests.twins.value_iteration_dense`` (dense
   Jacobi sweeps; its tensor prebuilt). The twin is skipped at 100x100: the dense tensor
   needs 3.2 GB > 2 GB (recorded in ``extra_info``). Target: 50x50 < 20 ms (twin ~560 ms).
+* ``solve_mdp <method> 7x7`` / ``50x50``: policy iteration and modified policy iteration
+  (sparse path, tol 1e-8) next to ``tests.twins.policy_iteration_dense`` and
+  ``modified_policy_iteration_dense``; the twins are skipped where the dense tensor is
+  too big, PI at 50x50 (a 2,500 x 2,500 LU per step) runs one round.
 * ``primal_dual 7x7 noise 0.4``: the reference's GDA (beta 0.1, 10^4 iterations, <= 50 + 50
   warm-started sweeps) next to ``tests.twins.primal_dual_dense`` (the reference itself
   takes 2-10 s per task).
@@ -17,8 +21,13 @@ import numpy as np
 import pytest
 
 from safemeta_fast.envs import gridworld
-from safemeta_fast.planning import primal_dual, value_iteration
-from tests.twins import primal_dual_dense, value_iteration_dense
+from safemeta_fast.planning import DEFAULT_SWEEPS, primal_dual, solve_mdp, value_iteration
+from tests.twins import (
+    modified_policy_iteration_dense,
+    policy_iteration_dense,
+    primal_dual_dense,
+    value_iteration_dense,
+)
 
 from ._twins import dense_twin_too_big
 
@@ -51,6 +60,34 @@ def test_value_iteration_twin(benchmark, task):
     v, _ = benchmark.pedantic(value_iteration_dense, args=(P, r, M.gamma),
                               kwargs={"tol": 1e-8}, rounds=rounds, iterations=1)
     np.testing.assert_allclose(v, value_iteration(M, tol=1e-8).values, atol=3e-8)
+
+
+@pytest.mark.parametrize("method", ["policy_iteration", "modified_policy_iteration"])
+def test_solve_mdp_kernel(benchmark, task, method):
+    n, M = task
+    benchmark.group = f"solve_mdp {method} {n}x{n}"
+    if n > 50:
+        pytest.skip("covered by value_iteration at this size")
+    res = solve_mdp(M, method=method, path="sparse")  # warm the JIT
+    rounds = 1 if (method == "policy_iteration" and n > 10) else 10
+    benchmark.pedantic(solve_mdp, args=(M,), kwargs={"method": method, "path": "sparse"},
+                       rounds=rounds, iterations=1)
+    benchmark.extra_info["iterations"] = res.iterations
+
+
+@pytest.mark.parametrize("method", ["policy_iteration", "modified_policy_iteration"])
+def test_solve_mdp_twin(benchmark, task, method):
+    n, M = task
+    benchmark.group = f"solve_mdp {method} {n}x{n}"
+    if n > 50 or dense_twin_too_big(M):
+        pytest.skip("dense twin too big or size not benchmarked")
+    P, r = np.asarray(M.P), np.asarray(M.r)
+    if method == "policy_iteration":
+        fn, args = policy_iteration_dense, (P, r, M.gamma)
+    else:
+        fn, args = modified_policy_iteration_dense, (P, r, M.gamma, DEFAULT_SWEEPS, 1e-8)
+    out = benchmark.pedantic(fn, args=args, rounds=1 if n > 10 else 10, iterations=1)
+    np.testing.assert_allclose(out[0], value_iteration(M, tol=1e-10).values, atol=2e-8)
 
 
 @pytest.fixture(scope="module")

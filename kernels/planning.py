@@ -1,5 +1,6 @@
-"""Planning kernels on the compressed successor rows: value iteration and the
-entropy-regularised primal-dual CMDP solver (BASELINES.md section 2).
+"""Planning kernels: value iteration, policy iteration and modified policy iteration (on the
+compressed successor rows or a dense tensor) and the entropy-regularised primal-dual CMDP
+solver (BASELINES.md section 2).
 
 ``ptr, nxt, prob`` are the CSR successor rows of a CMDP (pair ``i = s*A + a``).
 Status codes: 0 converged / finished, 1 iteration cap reached, 2 non-finite values.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from .evaluation import matvec
 
 STATUS_OK = 0
 STATUS_MAX_ITER = 1
@@ -246,3 +249,190 @@ def primal_dual_kernel(ptr, nxt, prob, r, c, b, nu0, gamma, beta, pi_exponent, q
             if not np.isfinite(pi[s, a]):
                 return n_iter, total_sweeps, STATUS_NONFINITE
     return n_iter, total_sweeps, STATUS_OK
+
+
+# ---------------------------------------------------------------------------
+# policy iteration and modified policy iteration (issue 13)
+# ---------------------------------------------------------------------------
+#
+# Both solvers stop on the McQueen-Porteus bounds: for any v with d = T v - v (T the
+# Bellman optimality operator, a monotone gamma-contraction that commutes with adding
+# constants),
+#     T v + gamma/(1-gamma) min(d) <= v* <= T v + gamma/(1-gamma) max(d),
+# so the midpoint ``T v + gamma/(1-gamma) (max d + min d)/2`` is within
+# ``gamma/(1-gamma) span(d)/2`` of v* in max-norm. The loops stop when that bound is <= tol.
+# Greedy actions: the lowest index attaining the maximum; the current action is kept
+# while it is within ``keep_tol`` of the maximum (this stops policy iteration from
+# cycling between actions whose q-values differ by round-off only).
+#
+# The kernels take the CSR pair rows ``ptr, nxt, prob`` and ``P2``: the dense tensor
+# ``P.reshape(S*A, S)`` (C-contiguous; the dense path, looped over with ``evaluation.matvec``)
+# or an empty (0, 0) array (the sparse path). Exact evaluation uses LAPACK (np.linalg.solve).
+# In/out: ``v`` (S,) start values on entry, the midpoint estimate on exit; ``sigma`` (S,)
+# int64 start policy on entry, the last greedy policy on exit; ``q`` (S, A) filled with
+# ``R + gamma P v`` of the returned v. Return (iterations, span of the last d, work, status)
+# where work counts linear solves (PI) or partial-evaluation sweeps (MPI).
+
+
+@njit(cache=True)
+def _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol):
+    """tv = max_a (R + gamma ev) with ev[i] = (P v)[i]; greedy sigma; returns (dmin, dmax)."""
+    dmin = np.inf
+    dmax = -np.inf
+    for s in range(S):
+        best = -np.inf
+        arg = 0
+        for a in range(A):
+            qa = R[s, a] + gamma * ev[s * A + a]
+            if qa > best:
+                best = qa
+                arg = a
+        cur = sigma[s]
+        if R[s, cur] + gamma * ev[s * A + cur] < best - keep_tol * (1.0 + abs(best)):
+            sigma[s] = arg
+        tv[s] = best
+        d = best - v[s]
+        if d < dmin:
+            dmin = d
+        if d > dmax:
+            dmax = d
+    return dmin, dmax
+
+
+@njit(cache=True)
+def _expect_all(ptr, nxt, prob, P2, v, ev):
+    """ev[i] = sum_s' P(s' | pair i) v(s') for every pair: the dense P2 when it has rows,
+    else the successor rows."""
+    if P2.shape[0] > 0:
+        matvec(P2, v, ev)
+    else:
+        for i in range(ev.shape[0]):
+            ev[i] = _expect_next(ptr, nxt, prob, i, v)
+
+
+@njit(cache=True)
+def _midpoint(v, tv, gamma, dmin, dmax):
+    """v = tv + gamma/(1-gamma) (dmin + dmax)/2 (the McQueen-Porteus midpoint)."""
+    shift = gamma / (1.0 - gamma) * 0.5 * (dmin + dmax)
+    for s in range(v.shape[0]):
+        v[s] = tv[s] + shift
+
+
+@njit(cache=True)
+def _stop(gamma, dmin, dmax, tol):
+    """-1 = go on, STATUS_OK = the bound holds, STATUS_NONFINITE = values blew up."""
+    span = dmax - dmin
+    if not np.isfinite(span):
+        return STATUS_NONFINITE
+    if gamma / (1.0 - gamma) * 0.5 * span <= tol:
+        return STATUS_OK
+    return -1
+
+
+@njit(cache=True)
+def _policy_rows(ptr, nxt, prob, P2, R, sigma, Ps, rs):
+    """Dense P_sigma (S, S) and r_sigma (S,) of a deterministic policy."""
+    S, A = R.shape
+    dense = P2.shape[0] > 0
+    for s in range(S):
+        i = s * A + sigma[s]
+        rs[s] = R[s, sigma[s]]
+        if dense:
+            for t in range(S):
+                Ps[s, t] = P2[i, t]
+        else:
+            for t in range(S):
+                Ps[s, t] = 0.0
+            for j in range(ptr[i], ptr[i + 1]):
+                Ps[s, nxt[j]] = prob[j]
+
+
+@njit(cache=True)
+def _finish(ptr, nxt, prob, P2, R, gamma, v, ev, q):
+    """q = R + gamma P v of the returned values."""
+    S, A = R.shape
+    _expect_all(ptr, nxt, prob, P2, v, ev)
+    for s in range(S):
+        for a in range(A):
+            q[s, a] = R[s, a] + gamma * ev[s * A + a]
+
+
+@njit(cache=True)
+def policy_iteration_kernel(ptr, nxt, prob, P2, R, gamma, tol, max_iter, keep_tol, v, sigma, q):
+    """Howard's policy iteration: exact evaluation of sigma (LAPACK LU of the dense
+    I - gamma P_sigma), greedy improvement; stops on the McQueen-Porteus bound or a stable
+    policy. Dense path when P2 (S*A, S) has rows, else the successor rows."""
+    S, A = R.shape
+    system = np.empty((S, S))
+    rhs = np.empty(S)
+    ev = np.empty(S * A)
+    tv = np.empty(S)
+    it = 0
+    span = np.inf
+    status = STATUS_MAX_ITER
+    while it < max_iter:
+        it += 1
+        _policy_rows(ptr, nxt, prob, P2, R, sigma, system, rhs)
+        for s in range(S):
+            for t in range(S):
+                system[s, t] *= -gamma
+            system[s, s] += 1.0
+        v[:] = np.linalg.solve(system, rhs)
+        _expect_all(ptr, nxt, prob, P2, v, ev)
+        old = sigma.copy()
+        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol)
+        span = dmax - dmin
+        st = _stop(gamma, dmin, dmax, tol)
+        if st == STATUS_NONFINITE:
+            status = st
+            break
+        if st == STATUS_OK or np.array_equal(old, sigma):
+            _midpoint(v, tv, gamma, dmin, dmax)
+            status = STATUS_OK
+            break
+    _finish(ptr, nxt, prob, P2, R, gamma, v, ev, q)
+    return it, span, it, status
+
+
+@njit(cache=True)
+def modified_pi_kernel(ptr, nxt, prob, P2, R, gamma, tol, max_iter, n_sweeps, v, sigma, q):
+    """Modified policy iteration: v <- T v (greedy sigma), then ``n_sweeps`` Jacobi sweeps
+    v <- r_sigma + gamma P_sigma v; stops on the McQueen-Porteus bound. Dense path (P_sigma
+    gathered into an S x S matrix once per improvement) when P2 (S*A, S) has rows, else
+    sweeps over the successor rows."""
+    S, A = R.shape
+    dense = P2.shape[0] > 0
+    ev = np.empty(S * A)
+    tv = np.empty(S)
+    n_dense = S if dense and n_sweeps > 0 else 0
+    Ps = np.empty((n_dense, n_dense))
+    rs = np.empty(S)
+    it = 0
+    work = 0
+    span = np.inf
+    status = STATUS_MAX_ITER
+    while it < max_iter:
+        it += 1
+        _expect_all(ptr, nxt, prob, P2, v, ev)
+        dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, 0.0)
+        span = dmax - dmin
+        st = _stop(gamma, dmin, dmax, tol)
+        if st != -1:
+            status = st
+            if st == STATUS_OK:
+                _midpoint(v, tv, gamma, dmin, dmax)
+            break
+        v[:] = tv
+        if n_dense > 0:
+            _policy_rows(ptr, nxt, prob, P2, R, sigma, Ps, rs)
+        for _ in range(n_sweeps):
+            if n_dense > 0:
+                matvec(Ps, v, tv)
+            else:
+                for s in range(S):
+                    tv[s] = _expect_next(ptr, nxt, prob, s * A + sigma[s], v)
+            for s in range(S):
+                v[s] = R[s, sigma[s]] + gamma * tv[s]
+        work += n_sweeps
+    _finish(ptr, nxt, prob, P2, R, gamma, v, ev, q)
+    return it, span, work, status

@@ -19,7 +19,14 @@ from .evaluation import (
     state_values,
 )
 from .lp import LPResult, min_cost, solve_lp
-from .planning import PrimalDualResult, ValueIterationResult, primal_dual, value_iteration
+from .planning import (
+    MDPSolution,
+    PrimalDualResult,
+    ValueIterationResult,
+    primal_dual,
+    solve_mdp,
+    value_iteration,
+)
 from .policy import Mixture
 from .rollout import RolloutResult, rollout
 from .errors import (
@@ -48,6 +55,8 @@ __all__ = [
     "min_cost",
     "LPResult",
     "value_iteration",
+    "solve_mdp",
+    "MDPSolution",
     "primal_dual",
     "ValueIterationResult",
     "PrimalDualResult",

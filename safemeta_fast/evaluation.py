@@ -10,11 +10,15 @@ rows. Three solvers, all exact to 1e-10 relative:
   elimination, stopped by the rigorous bound ``gamma/(1-gamma) ||v_k - v_{k-1}||_inf <=
   rtol ||v_k||_inf`` (fastest for large sparse tasks at moderate gamma);
 * ``"sparse"``: scipy's sparse LU (SuperLU) of ``I - gamma P_pi`` (large S with gamma
-  close to 1, where sweeps would be slow).
+  close to 1, where sweeps would be slow);
+* ``"span"``: Jacobi sweeps on the dense ``P_pi`` stopped by the McQueen-Porteus bound
+  ``gamma/(1-gamma) span(T v - v)/2 <= rtol ||T v||_inf`` (the midpoint is returned), with a
+  budget of about one LU's cost, then the dense LU (dense, well-mixing tasks such as dense
+  random CMDPs, where a handful of sweeps suffices).
 
 ``"direct"`` means ``"dense"`` up to :data:`DENSE_MAX_STATES` states and ``"sparse"``
 above; ``"auto"`` picks the cheapest by a cost model measured on this project's
-gridworlds (see :func:`choose_method`).
+gridworlds and dense random tasks (see :func:`choose_method`).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ __all__ = [
 ]
 
 #: Accepted values of the ``method`` argument.
-METHODS = ("auto", "direct", "dense", "sparse", "iterative")
+METHODS = ("auto", "direct", "dense", "sparse", "iterative", "span")
 
 #: "direct" uses a dense LU up to this many states, a sparse LU above.
 DENSE_MAX_STATES = 1000
@@ -63,6 +67,16 @@ _C_SWEEP = 2.8e-10
 _MAX_AUTO_SWEEPS = 2000
 # Below this many states a dense LU beats SuperLU even on sparse systems.
 _SPARSE_MIN_STATES = 300
+# "auto" takes "span" when at least this fraction of P is non-zero (dense transitions mix
+# fast) and S is at least _SPAN_MIN_STATES (below, the LU costs less than ~15 sweeps).
+_SPAN_MIN_FILL = 0.25
+_SPAN_MIN_STATES = 300
+# One entry of a dense Jacobi sweep (kernels.evaluation.matvec), seconds; the span budget is
+# the LU's cost in sweeps, _C_DENSE S^3 / (_C_SPAN S^2), at least _SPAN_MIN_SWEEPS.
+_C_SPAN = 6e-10
+_SPAN_MIN_SWEEPS = 10
+# Measured on RandomCMDPFamily(500, 5, gamma=0.95) with a random policy: 8 sweeps to rtol
+# 1e-11, about 2 ms against 4-8 ms for the dense LU.
 
 
 # ---------------------------------------------------------------------------
@@ -193,19 +207,22 @@ def choose_method(M: CMDP, method: str = "auto", rtol: float = DEFAULT_RTOL) -> 
     Parameters
     ----------
     M : CMDP
-    method : {"auto", "direct", "dense", "sparse", "iterative"}
+    method : {"auto", "direct", "dense", "sparse", "iterative", "span"}
     rtol : float
         Accuracy target of the iterative solver (changes the sweep estimate only).
 
     Returns
     -------
     str
-        ``"dense"``, ``"sparse"`` or ``"iterative"``. ``"auto"`` compares the cost
-        models ``S^3`` (dense LU) and ``sweeps * nnz * (1 + K)`` (Gauss-Seidel, with the
-        worst-case sweep count for gamma); when that sweep count would exceed 2000
-        (gamma close to 1) it takes a factorisation instead: the sparse LU for sparse
-        systems above 300 states, else the dense LU.
-        The constants were measured on the 7x7 to 100x100 gridworlds.
+        ``"dense"``, ``"sparse"``, ``"iterative"`` or ``"span"``. ``"auto"`` takes
+        ``"span"`` when at least 25% of the transition entries are non-zero and
+        ``S >= 300`` (dense transitions mix fast; the span budget is one LU's cost, so it
+        costs at most about twice the LU). Otherwise it compares the cost models ``S^3``
+        (dense LU) and ``sweeps * nnz * (1 + K)`` (Gauss-Seidel, with the worst-case
+        sweep count for gamma); when that sweep count would exceed 2000 (gamma close to
+        1) it takes a factorisation instead: the sparse LU for sparse systems above 300
+        states, else the dense LU. The constants were measured on the 7x7 to 100x100
+        gridworlds and on dense random tasks with S = 500.
 
     Examples
     --------
@@ -219,6 +236,8 @@ def choose_method(M: CMDP, method: str = "auto", rtol: float = DEFAULT_RTOL) -> 
         return "dense" if S <= DENSE_MAX_STATES else "sparse"
     if method != "auto":
         return method
+    if S >= _SPAN_MIN_STATES and M.nnz >= _SPAN_MIN_FILL * S * M.n_actions * S:
+        return "span"
     nnz_est = min(M.nnz, S * S)  # an upper estimate of nnz(P_pi)
     sweeps = _expected_sweeps(M.gamma, rtol)
     t_dense = _C_DENSE * float(S) ** 3
@@ -245,22 +264,30 @@ def _sparse_matrix(M: CMDP, pptr, pcol, pval, transpose: bool):
     return splu(A.tocsc())
 
 
+_MODES = {"dense": _k.MODE_DENSE, "iterative": _k.MODE_ITERATIVE, "span": _k.MODE_SPAN}
+
+
+def _sweep_cap(M: CMDP, method: str, rtol: float) -> int:
+    """Sweep cap of the kernel: the proven Gauss-Seidel bound, or the span budget."""
+    if method == "span":
+        return max(_SPAN_MIN_SWEEPS, int(_C_DENSE * M.n_states / _C_SPAN))
+    return _expected_sweeps(M.gamma, rtol) + 10
+
+
 def _values_matrix(M: CMDP, pi: np.ndarray, method: str, rtol: float) -> np.ndarray:
     """State values (S, 1 + K): column 0 reward, columns 1.. costs."""
-    pptr, pcol, pval = _policy_system(M, pi)
-    rhs = _k.policy_rhs(M.r, M.c, pi)
-    if method == "dense":
-        V, _ = _k.solve_values_dense(pptr, pcol, pval, rhs, M.gamma)
-    elif method == "sparse":
-        V = _sparse_matrix(M, pptr, pcol, pval, transpose=False).solve(rhs)
-    else:
-        cap = _expected_sweeps(M.gamma, rtol) + 10
-        V, sweeps, status = _k.solve_values_gs(pptr, pcol, pval, rhs, M.gamma, rtol, cap)
-        if status != _k.STATUS_OK:  # pragma: no cover - the cap is a proven bound
-            raise ConvergenceError(
-                f"iterative evaluation did not reach rtol {rtol:g} within {cap} sweeps"
-            )
-    return np.asarray(V)
+    if method == "sparse":
+        rhs = _k.policy_rhs(M.r, M.c, pi)
+        pptr, pcol, pval = _policy_system(M, pi)
+        return np.asarray(_sparse_matrix(M, pptr, pcol, pval, transpose=False).solve(rhs))
+    cap = _sweep_cap(M, method, rtol)
+    V, status = _k.values_matrix(M.succ_ptr, M.succ_next, M.succ_prob, M.r, M.c, pi, M.gamma,
+                                 _MODES[method], rtol, cap)
+    if status != _k.STATUS_OK:  # pragma: no cover - the cap is a proven bound
+        raise ConvergenceError(
+            f"iterative evaluation did not reach rtol {rtol:g} within {cap} sweeps"
+        )
+    return V
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +305,7 @@ def evaluate(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -
         The task (S states, A actions, K constraints).
     pi : array_like, shape (S, A)
         Row-stochastic policy.
-    method : {"auto", "direct", "dense", "sparse", "iterative"}, default "auto"
+    method : {"auto", "direct", "dense", "sparse", "iterative", "span"}, default "auto"
         Solver, see :func:`choose_method`.
     rtol : float, default 1e-11
         Certified relative accuracy of the iterative solver (relative to the largest
@@ -306,9 +333,9 @@ def evaluate(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -
         vals = M.nu0 @ _values_matrix(M, pi, used, rtol)
     else:  # one fused kernel call: P_pi rows, right-hand sides, solve, nu0-weighting
         vals = np.zeros(1 + M.n_constraints)
-        cap = _expected_sweeps(M.gamma, rtol) + 10
+        cap = _sweep_cap(M, used, rtol)
         status = _k.evaluate_one(M.succ_ptr, M.succ_next, M.succ_prob, M.r, M.c, M.nu0, pi,
-                                 M.gamma, used == "dense", rtol, cap, vals)
+                                 M.gamma, _MODES[used], rtol, cap, vals)
         if status != _k.STATUS_OK:  # pragma: no cover - the cap is a proven bound
             raise ConvergenceError(
                 f"iterative evaluation did not reach rtol {rtol:g} within {cap} sweeps"
@@ -361,7 +388,7 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
     pi : array_like, shape (S, A)
     method, rtol
         As in :func:`evaluate` (the iterative solver certifies ``||d - d*||_1 <= rtol``
-        through the residual).
+        through the residual; "span" solves the adjoint system by the dense LU).
 
     Returns
     -------
@@ -380,12 +407,15 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
     pi = as_policy(pi, M.n_states, M.n_actions)
     rtol = _check_rtol(rtol)
     used = choose_method(M, method, rtol)
-    pptr, pcol, pval = _policy_system(M, pi)
-    if used == "dense":
-        d, _ = _k.solve_occupancy_dense(pptr, pcol, pval, M.nu0, M.gamma)
+    if used in ("dense", "span"):  # the adjoint system has no span stop: the dense LU
+        used = "dense"
+        system = _k.dense_system_pairs(M.succ_ptr, M.succ_next, M.succ_prob, pi, M.gamma)
+        d = np.linalg.solve(system.T, (1.0 - M.gamma) * M.nu0)
     elif used == "sparse":
+        pptr, pcol, pval = _policy_system(M, pi)
         d = _sparse_matrix(M, pptr, pcol, pval, transpose=True).solve((1.0 - M.gamma) * M.nu0)
     else:
+        pptr, pcol, pval = _policy_system(M, pi)
         cap = 4 * (_expected_sweeps(M.gamma, rtol) + 10)
         d, _, status = _k.solve_occupancy_gs(pptr, pcol, pval, M.nu0, M.gamma, rtol, cap)
         if status != _k.STATUS_OK:
@@ -407,7 +437,7 @@ def evaluate_many(M: CMDP, policies, *, method: str = "auto",
     ----------
     M : CMDP
     policies : array_like, shape (n, S, A) (or one (S, A) policy)
-    method : {"auto", "direct", "dense", "iterative"}, default "auto"
+    method : {"auto", "direct", "dense", "iterative", "span"}, default "auto"
         ``"sparse"`` is not available here (it runs in Python); "auto"/"direct" fall
         back to "dense"/"iterative" accordingly.
     rtol : float
@@ -439,9 +469,9 @@ def evaluate_many(M: CMDP, policies, *, method: str = "auto",
     n, K = pis.shape[0], M.n_constraints
     out = np.zeros((n, 1 + K))
     status = np.zeros(n, dtype=np.int64)
-    cap = _expected_sweeps(M.gamma, rtol) + 10
+    cap = _sweep_cap(M, used, rtol)
     _k.evaluate_batch(M.succ_ptr, M.succ_next, M.succ_prob, M.r, M.c, M.nu0,
-                      np.ascontiguousarray(pis), M.gamma, used == "dense", rtol, cap, out, status)
+                      np.ascontiguousarray(pis), M.gamma, _MODES[used], rtol, cap, out, status)
     if np.any(status != _k.STATUS_OK):  # pragma: no cover - the cap is a proven bound
         i = int(np.flatnonzero(status)[0])
         raise ConvergenceError(f"iterative evaluation of policies[{i}] did not converge")

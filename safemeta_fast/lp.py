@@ -31,12 +31,14 @@ transitions)``: tasks of one family that share their support reuse one compiled 
 a task with a different support gets its own entry (never a silently wrong matrix). The
 cache is not thread-safe; use one process per worker.
 
-Default solver (``solver=None``): HiGHS' dual simplex for ``S * A <= AUTO_SIMPLEX_MAX_PAIRS``
-(600), Clarabel above. A cold simplex grows quickly with size (about 3 s at 2,500 states
-on the 50x50 gridworld) while Clarabel stays near 0.25 s there; at 49 states a warm
-simplex re-solve takes about a millisecond. Re-solving from the previous basis makes
-HiGHS faster than Clarabel well beyond the cold crossover when consecutive tasks are
-similar; see ``AUTO_SIMPLEX_MAX_PAIRS`` for the measurements.
+Default solver (``solver=None``): HiGHS' dual simplex whenever it may start from a basis
+(``warm_start=True``, the default): the previous optimal basis of the compiled problem,
+or, on the first solve of a shape and support, the *crash basis* of the unconstrained
+optimal policy (:func:`safemeta_fast.planning.solve_mdp`, milliseconds), which is dual
+feasible, so the dual simplex only repairs the cost rows. From such a basis HiGHS was the
+fastest back end at every measured size, sparse or dense, first solve or re-solve (see
+``DEFAULT_SOLVER_TIMES``). A cold simplex (``warm_start=False``) grows quickly with size,
+so then HiGHS is used up to ``AUTO_SIMPLEX_MAX_PAIRS`` (600) pairs and Clarabel above.
 """
 
 from __future__ import annotations
@@ -63,12 +65,14 @@ __all__ = [
     "min_cost",
     "clear_lp_cache",
     "AUTO_SIMPLEX_MAX_PAIRS",
+    "DEFAULT_SOLVER_TIMES",
     "UNREACHED_TOL",
 ]
 
-#: Largest number of state-action pairs S*A for which ``solver=None`` picks HiGHS (dual
-#: simplex); larger problems use Clarabel (interior point). Measured on the gridworld
-#: family, cold solves (no previous basis), on a loaded 2-core machine:
+#: With ``warm_start=False``, the largest number of state-action pairs S*A for which
+#: ``solver=None`` picks HiGHS (a cold dual simplex); larger problems use Clarabel (interior
+#: point). Measured on the gridworld family, cold solves (no basis), on a loaded 2-core
+#: machine:
 #:
 #: ========  ======  ===========  ========  ===========
 #: grid      S*A     HiGHS cold   Clarabel  HiGHS warm
@@ -77,11 +81,25 @@ __all__ = [
 #: 15x15     900     21 ms        12 ms     3 ms
 #: 20x20     1,600   52 ms        25 ms     6 ms
 #: 30x30     3,600   240 ms       78 ms     23 ms
-#: 50x50     10,000  ~3.3 s       ~0.25 s   40-300 ms
+#: 50x50     10,000  3.3-6 s      ~0.35 s   50-100 ms
 #: ========  ======  ===========  ========  ===========
 #:
-#: "HiGHS warm" re-solves a nearby task (noise +0.05) from the previous optimal basis:
-#: for long runs of similar tasks of medium size pass ``solver="HIGHS"`` explicitly.
+#: "HiGHS warm" re-solves a nearby task (noise +0.01..0.05) from the previous optimal basis.
+AUTO_SIMPLEX_MAX_PAIRS = 600
+
+#: What the default (``warm_start=True``) rule rests on: seconds per solve (minimum over
+#: rounds), a pair of nearby tasks solved in alternation (gridworld noise 0.30 / 0.31; dense
+#: random ``RandomCMDPFamily(500, 5, gamma=0.95)`` at (0.30, 0.30) / (0.31, 0.31)), one run
+#: of ``bench/bench_peers.py`` on a 2-core machine shared with other work (the cold HiGHS
+#: column by a separate script). "first" is the first solve of a shape (cvxpy compilation
+#: included for Clarabel; HiGHS from the crash basis), "re-solve" the later ones.
+DEFAULT_SOLVER_TIMES = {
+    #  task                (HiGHS cold first, HiGHS crash first, HiGHS warm re-solve,
+    #                       Clarabel first, Clarabel re-solve)
+    "gridworld 7x7":       (0.035, 0.0015, 0.00055, 0.0096, 0.0035),
+    "gridworld 50x50":     (6.1, 0.095, 0.057, 0.37, 0.32),
+    "dense random S=500":  (65.0, 0.78, 0.47, 12.3, 10.7),
+}
 AUTO_SIMPLEX_MAX_PAIRS = 600
 
 #: States whose total occupancy is at most this get the uniform policy.
@@ -131,9 +149,13 @@ class LPResult:
     cost_limit : numpy.ndarray, shape (K,)
         The limits imposed, ``M.cost_limit - margin`` (``inf`` for ``objective="cost"``).
     warm_started : bool
-        Whether the solve started from a previous basis / solution.
+        Whether the solve started from a previous basis / solution (``start == "warm"``).
     cache_hit : bool
         Whether a compiled problem of the same shape and pattern was reused.
+    start : str
+        ``"warm"`` (previous optimal basis or solution), ``"crash"`` (HiGHS from the basis
+        of the unconstrained optimal policy, see :meth:`HighsOccupancyLP.crash_basis`) or
+        ``"cold"``.
     """
 
     policy: np.ndarray
@@ -150,6 +172,7 @@ class LPResult:
     cost_limit: np.ndarray
     warm_started: bool
     cache_hit: bool
+    start: str = "cold"
 
 
 # ---------------------------------------------------------------------------
@@ -285,21 +308,23 @@ class OccupancyLP:
                   warm_start: bool = True):
         """Solve with objective vector ``w`` (S*A,) and limits ``b`` (K,).
 
-        Returns ``(status, mu (S*A,) or None, duals (K,) or None, warm_started)``;
-        ``status`` is ``"optimal"``, ``"infeasible"`` or the solver's failure status.
+        Returns ``(status, mu (S*A,) or None, duals (K,) or None, start)``;
+        ``status`` is ``"optimal"``, ``"infeasible"`` or the solver's failure status and
+        ``start`` is ``"warm"`` (cvxpy's warm start from the previous solution) or ``"cold"``.
         """
         if not self.pattern.matches(M):
             raise ValueError("M does not have the shape and transition support this LP was built for")
         self._set(M, w, b)
         warm = bool(warm_start) and solver in self._solved_once
+        start = "warm" if warm else "cold"
         status = self._run(solver, warm)
         if status == "optimal":
             self._solved_once.add(solver)
             return status, np.asarray(self.mu.value, dtype=np.float64), \
-                np.asarray(self.limits.dual_value, dtype=np.float64).reshape(-1), warm
+                np.asarray(self.limits.dual_value, dtype=np.float64).reshape(-1), start
         if status in ("infeasible", "infeasible_inaccurate"):
-            return "infeasible", None, None, warm
-        return str(status), None, None, warm
+            return "infeasible", None, None, start
+        return str(status), None, None, start
 
     def solve(self, M: CMDP, *, margin=0.0, solver: str = "CLARABEL", warm_start: bool = True,
               objective: str = "reward", k: int = 0) -> LPResult:
@@ -387,11 +412,38 @@ class HighsOccupancyLP:
         self._h.setOptionValue("output_flag", False)
         self._basis: dict = {}
 
+    def crash_basis(self, sigma: np.ndarray):
+        """The simplex basis of the deterministic policy ``sigma`` (S,) of action indices.
+
+        Basic: the column of pair ``(s, sigma[s])`` for every state (the flow rows then
+        form ``I - gamma P_sigma^T``, which is non-singular) and the slacks of the K cost
+        rows; every other column sits at its lower bound 0. When ``sigma`` is optimal for
+        the unconstrained objective this basis is dual feasible (its reduced costs are
+        ``q(s, a) - v(s) <= 0``), so the dual simplex only has to repair the cost rows.
+        """
+        hp = self._hp
+        S, A, K = self.pattern.S, self.pattern.A, self.pattern.K
+        sigma = np.asarray(sigma, dtype=np.int64)
+        if sigma.shape != (S,) or sigma.min() < 0 or sigma.max() >= A:
+            raise ValueError(f"sigma must hold S = {S} action indices in [0, {A}); got {sigma!r}")
+        basis = hp.HighsBasis()
+        cols = [hp.HighsBasisStatus.kLower] * (S * A)
+        for i in np.arange(S) * A + sigma:
+            cols[int(i)] = hp.HighsBasisStatus.kBasic
+        basis.col_status = cols
+        basis.row_status = [hp.HighsBasisStatus.kLower] * S + [hp.HighsBasisStatus.kBasic] * K
+        basis.valid = True
+        return basis
+
     def solve_raw(self, M: CMDP, w: np.ndarray, b: np.ndarray, *, solver: str = "HIGHS",
-                  warm_start: bool = True, basis_key="reward"):
+                  warm_start: bool = True, basis_key="reward", crash_policy=None):
         """Solve maximise ``w . mu`` with limits ``b`` (K,) (``inf`` = no limit).
 
-        Returns ``(status, mu, duals, warm_started)`` like :meth:`OccupancyLP.solve_raw`.
+        ``crash_policy``: a callable returning action indices (S,); with ``warm_start``
+        and no previous basis under ``basis_key``, the solve starts from
+        :meth:`crash_basis` of that policy. Returns ``(status, mu, duals, start)`` like
+        :meth:`OccupancyLP.solve_raw`, ``start`` being ``"warm"`` (previous optimal basis),
+        ``"crash"`` or ``"cold"``.
         """
         hp = self._hp
         if not self.pattern.matches(M):
@@ -417,21 +469,23 @@ class HighsOccupancyLP:
         lp.a_matrix_.index_ = self._index
         lp.a_matrix_.value_ = values
         basis = self._basis.get(basis_key) if warm_start else None
+        start = "cold" if basis is None else "warm"
+        if basis is None and warm_start and crash_policy is not None:
+            basis, start = self.crash_basis(crash_policy()), "crash"
         status = self._run(lp, basis)
-        warm = basis is not None
-        if warm and status not in ("kOptimal", "kInfeasible"):
+        if basis is not None and status not in ("kOptimal", "kInfeasible"):
             status = self._run(lp, None)   # retry cold
-            warm = False
+            start = "cold"
         if status == "kOptimal":
             sol = self._h.getSolution()
             self._basis[basis_key] = self._h.getBasis()
             mu = np.asarray(sol.col_value, dtype=np.float64)
             duals = -np.asarray(sol.row_dual, dtype=np.float64)[S:]
-            return "optimal", mu, duals, warm
+            return "optimal", mu, duals, start
         if status in ("kInfeasible", "kUnboundedOrInfeasible"):
             # the flow polytope is bounded (mu sums to 1), so "or unbounded" is infeasible
-            return "infeasible", None, None, warm
-        return status, None, None, warm
+            return "infeasible", None, None, start
+        return status, None, None, start
 
     def _run(self, lp, basis) -> str:
         h = self._h
@@ -558,12 +612,14 @@ def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit) 
         b_solver = b if lp.backend == "highspy" else np.abs(C).max(axis=1) + 1.0
     t0 = time.perf_counter()
     if lp.backend == "highspy":
-        status, mu, duals, warm = lp.solve_raw(
+        status, mu, duals, start = lp.solve_raw(
             M, w, b_solver, warm_start=warm_start,
             basis_key="reward" if objective == "reward" else ("cost", k),
+            crash_policy=lambda: _unconstrained_policy(M, objective, k),
         )
     else:
-        status, mu, duals, warm = lp.solve_raw(M, w, b_solver, solver=solver, warm_start=warm_start)
+        status, mu, duals, start = lp.solve_raw(M, w, b_solver, solver=solver,
+                                                warm_start=warm_start)
     if status == "infeasible":
         if objective == "cost":  # pragma: no cover - the flow polytope is never empty
             raise OracleError("the flow polytope was reported empty; this is a solver failure",
@@ -610,13 +666,28 @@ def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit) 
         objective=objective,
         cost_index=k,
         cost_limit=_readonly(b.copy()),
-        warm_started=bool(warm),
+        warm_started=start == "warm",
         cache_hit=bool(cache_hit),
+        start=start,
     )
 
 
-def _default_solver(M: CMDP) -> str:
-    return "HIGHS" if M.n_states * M.n_actions <= AUTO_SIMPLEX_MAX_PAIRS else "CLARABEL"
+def _unconstrained_policy(M: CMDP, objective: str, k: int | None) -> np.ndarray:
+    """Action indices (S,) of the optimal policy of the LP's objective without cost rows."""
+    from .planning import solve_mdp
+
+    if objective == "reward":
+        return np.argmax(solve_mdp(M).policy, axis=1)
+    return np.argmax(solve_mdp(M, objective="cost", constraint=k).policy, axis=1)
+
+
+def _default_solver(M: CMDP, warm_start: bool) -> str:
+    """``solver=None``: HiGHS whenever it may start from a basis (a previous optimal one,
+    else the crash basis of the unconstrained optimum); for a cold start the size rule
+    (HiGHS up to ``AUTO_SIMPLEX_MAX_PAIRS`` pairs, Clarabel above). See ``DEFAULT_SOLVER_TIMES``."""
+    if warm_start or M.n_states * M.n_actions <= AUTO_SIMPLEX_MAX_PAIRS:
+        return "HIGHS"
+    return "CLARABEL"
 
 
 def solve_lp(M: CMDP, *, margin=0.0, solver: str | None = None, warm_start: bool = True,
@@ -639,11 +710,14 @@ def solve_lp(M: CMDP, *, margin=0.0, solver: str | None = None, warm_start: bool
         margin asks for slack >= margin (a strictly feasible, "xi-feasible" policy); a
         negative margin relaxes the limits ("relaxed feasibility"). Must be finite.
     solver : {"HIGHS", "CLARABEL"} or None, default None
-        None picks HiGHS (dual simplex) when ``S * A <= AUTO_SIMPLEX_MAX_PAIRS`` and Clarabel
-        (interior point) otherwise. Case-insensitive.
+        None picks HiGHS (dual simplex) when ``warm_start`` is true or
+        ``S * A <= AUTO_SIMPLEX_MAX_PAIRS``, Clarabel (interior point) otherwise (the
+        measurements are in ``DEFAULT_SOLVER_TIMES``). Case-insensitive.
     warm_start : bool, default True
-        Start from the previous optimal basis of the same compiled problem (HiGHS) or pass
-        cvxpy's ``warm_start``. A warm solve that fails is retried cold automatically.
+        HiGHS: start from the previous optimal basis of the same compiled problem, or, when
+        there is none yet, from the crash basis of the unconstrained optimal policy
+        (``LPResult.start`` says which). cvxpy: pass its ``warm_start``. A warm solve that
+        fails is retried cold automatically.
     objective : {"reward", "cost"}, default "reward"
         ``"cost"`` instead minimises ``<mu, c_k>/(1-gamma)`` over the flow polytope with no
         cost constraint (the smallest achievable cost of constraint ``k``, and a policy
@@ -682,9 +756,9 @@ def solve_lp(M: CMDP, *, margin=0.0, solver: str | None = None, warm_start: bool
     """
     _check_cmdp(M)
     margin_arr = _check_margin(margin, M.n_constraints)
-    name = _default_solver(M) if solver is None else _check_solver(solver)
     if not isinstance(warm_start, (bool, np.bool_)):
         raise TypeError(f"warm_start must be a bool; got {type(warm_start).__name__}")
+    name = _default_solver(M, bool(warm_start)) if solver is None else _check_solver(solver)
     _check_objective(objective, k, M.n_constraints)
     if not isinstance(backend, str) or backend not in _BACKENDS:
         raise ValueError(f"backend is {backend!r}; expected one of {_BACKENDS}")

@@ -52,10 +52,10 @@ def test_certified_paper_audit(paper_policy_set, paper_tasks):
     assert np.mean([log.mean_candidate_weight for log in flat]) > 0.8
 
 
-def _train(family, eps, **kw):
+def _train(family, eps, delta=0.05, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return train(family, eps=eps, delta=0.05, distance="model", seed=0, progress=False,
+        return train(family, eps=eps, delta=delta, distance="model", seed=0, progress=False,
                      verify="cover", **kw)
 
 
@@ -90,8 +90,8 @@ def test_fresh_tasks_from_D(paper_policy_set):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family, eps, kw", [
-    (GridworldCostFamily(), 0.02, {"safe_policy": gridworld(0.4)}),
-    (RandomCMDPFamily(20, 3, radius=0.1, base_seed=1), 0.005, {}),
+    (GridworldCostFamily(), 0.1, {"safe_policy": gridworld(0.4), "delta": 0.1}),
+    (RandomCMDPFamily(20, 3, radius=0.1, base_seed=1), 0.025, {"delta": 0.1}),
 ], ids=["gridworld_cost", "random_cmdp"])
 def test_other_families(family, eps, kw):
     ps = _train(family, eps, **kw)

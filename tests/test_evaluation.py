@@ -23,7 +23,7 @@ from safemeta_fast.policy import Mixture
 from tests.strategies import cmdp_and_policy, random_cmdp, random_policy
 from tests.twins import evaluate_dense, state_values_dense
 
-SOLVERS = ("dense", "iterative", "sparse")
+SOLVERS = ("dense", "iterative", "sparse", "span")
 
 
 def _close(a, b, scale, rel=1e-10):
@@ -178,6 +178,48 @@ def test_choose_method():
     assert choose_method(big, "dense") == "dense"
 
 
+def test_choose_method_span_on_dense_transitions():
+    from safemeta_fast.envs import RandomCMDPFamily
+
+    dense = RandomCMDPFamily(320, 2, base_seed=0, gamma=0.95).build([0.5, 0.5])
+    assert choose_method(dense) == "span"
+    assert choose_method(RandomCMDPFamily(60, 3).build([0.5, 0.5])) != "span"  # S < 300
+    assert choose_method(gridworld(0.3, 12)) != "span"                          # sparse
+
+
+def test_span_converges_on_dense_random_tasks_and_matches_twin():
+    from safemeta_fast.envs import RandomCMDPFamily
+    from safemeta_fast.kernels import evaluation as ke
+
+    M = RandomCMDPFamily(150, 3, n_constraints=2, base_seed=1, gamma=0.95).build([0.3, 0.8])
+    pi = random_policy(np.random.default_rng(2), 150, 3)
+    rhs = ke.policy_rhs(M.r, M.c, pi)
+    Ppi = ke.policy_matrix_dense(M.succ_ptr, M.succ_next, M.succ_prob, pi)
+    V, sweeps, status = ke.solve_values_span(Ppi, rhs, M.gamma, 1e-11, 20)
+    assert status == ke.STATUS_OK and sweeps < 20   # 11 sweeps, far below gamma^k's 600
+    tr, tc = state_values_dense(M.P, M.r, M.c, M.gamma, pi)
+    scale = max(np.abs(tr).max(), np.abs(tc).max())
+    _close(V[:, 0], tr, scale)
+    _close(V[:, 1:], tc, scale)
+    ev = evaluate(M, pi, method="span")
+    vr, vc, _ = evaluate_dense(M.P, M.r, M.c, M.nu0, M.gamma, pi)
+    _close(ev.reward, vr, scale)
+    _close(ev.cost, vc, scale)
+
+
+def test_span_budget_runs_out_on_slow_mixing_then_lu(grid03):
+    from safemeta_fast.kernels import evaluation as ke
+
+    pi = np.full((49, 4), 0.25)
+    Ppi = ke.policy_matrix_dense(grid03.succ_ptr, grid03.succ_next, grid03.succ_prob, pi)
+    rhs = ke.policy_rhs(grid03.r, grid03.c, pi)
+    _, sweeps, status = ke.solve_values_span(Ppi, rhs, grid03.gamma, 1e-11, 10)
+    assert status == ke.STATUS_MAX_ITER and sweeps == 10
+    sv = state_values(grid03, pi, method="span")      # falls back to the dense LU
+    tr, _ = state_values_dense(grid03.P, grid03.r, grid03.c, grid03.gamma, pi)
+    _close(sv.reward, tr, np.abs(tr).max())
+
+
 def test_paper_policy_values_gridworld(grid03):
     # uniform policy: the goal is absorbing with reward 10, so v(45) = 10 / (1 - 0.9)
     sv = state_values(grid03, np.full((49, 4), 0.25))
@@ -191,7 +233,7 @@ def test_paper_policy_values_gridworld(grid03):
 # batches and mixtures
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["dense", "iterative", "auto"])
+@pytest.mark.parametrize("method", ["dense", "iterative", "span", "auto"])
 def test_evaluate_many_equals_loop(method):
     rng = np.random.default_rng(11)
     M = random_cmdp(rng, 8, 3, K=2, gamma=0.9, sparsity=0.5)

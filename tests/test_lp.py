@@ -402,14 +402,51 @@ def test_validation(grid03):
         HighsOccupancyLP(grid03).solve("grid")
 
 
-def test_solver_name_is_case_insensitive_and_default_by_size(grid03):
+def test_solver_name_is_case_insensitive_and_default_by_start(grid03):
+    clear_lp_cache()
     assert solve_lp(grid03, solver="clarabel").solver == "CLARABEL"
     assert solve_lp(grid03).solver == "HIGHS"          # 196 pairs
     big = gridworld(0.2, size=13)                      # 676 pairs
     assert big.n_states * big.n_actions > lpmod.AUTO_SIMPLEX_MAX_PAIRS
-    res = solve_lp(big)
-    assert res.solver == "CLARABEL"
-    assert res.reward == pytest.approx(solve_lp(big, solver="HIGHS").reward, rel=1e-6)
+    first, again = solve_lp(big), solve_lp(big)
+    # HiGHS from a basis at any size: the crash basis first, then the previous optimum
+    assert (first.solver, first.start, again.start) == ("HIGHS", "crash", "warm")
+    assert again.warm_started and not first.warm_started
+    # a cold start above the size limit goes to the interior-point solver
+    cold = solve_lp(big, warm_start=False)
+    assert (cold.solver, cold.start) == ("CLARABEL", "cold")
+    assert first.reward == pytest.approx(cold.reward, rel=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["reward", "cost"])
+def test_crash_basis_start_matches_cold_solve(objective):
+    from safemeta_fast.envs import RandomCMDPFamily
+
+    tasks = [gridworld(0.3, 10), gridworld(0.4),
+             RandomCMDPFamily(40, 3, base_seed=2, gamma=0.95).build([0.2, 0.7])]
+    for M in tasks:
+        clear_lp_cache()
+        crash = solve_lp(M, objective=objective)
+        assert crash.start == "crash"
+        cold = HighsOccupancyLP(M).solve(M, warm_start=False, objective=objective)
+        assert cold.start == "cold"
+        assert crash.reward == pytest.approx(cold.reward, abs=1e-8)
+        np.testing.assert_allclose(crash.cost, cold.cost, atol=1e-8)
+        check_certificates(M, crash, TOL["HIGHS"])
+
+
+def test_crash_basis_of_an_optimal_unconstrained_policy_needs_no_pivot(grid03):
+    from safemeta_fast.planning import solve_mdp
+
+    lp = HighsOccupancyLP(grid03)
+    sigma = solve_mdp(grid03, objective="cost").policy.argmax(axis=1)
+    lp._h.setOptionValue("simplex_iteration_limit", 0)   # 0 pivots allowed
+    status, mu, _, start = lp.solve_raw(grid03, -grid03.c[:, :, 0].ravel() / (1 - grid03.gamma),
+                                        np.full(1, np.inf), crash_policy=lambda: sigma)
+    assert (status, start) == ("optimal", "crash")
+    assert mu.reshape(49, 4).sum(axis=1) @ np.ones(49) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"sigma must hold S = 49 action indices in \[0, 4\)"):
+        lp.crash_basis(np.full(49, 4))
 
 
 def test_result_is_frozen(grid03):

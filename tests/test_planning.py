@@ -321,3 +321,176 @@ def test_primal_dual_nonfinite_raises():
 
     with pytest.raises(SafeMetaError, match="non-finite iterates"):
         primal_dual(M, eta_xi=1e300, n_iter=50)
+
+
+# ---------------------------------------------------------------------------
+# solve_mdp: policy iteration and modified policy iteration (issue 13)
+# ---------------------------------------------------------------------------
+
+from safemeta_fast.planning import (  # noqa: E402
+    DEFAULT_SWEEPS,
+    MDP_METHODS,
+    MDPSolution,
+    solve_mdp,
+)
+from tests.twins import modified_policy_iteration_dense, policy_iteration_dense  # noqa: E402
+
+SOLVERS = [(m, p) for m in MDP_METHODS[1:] for p in ("sparse", "dense")]
+
+
+@settings(max_examples=30, deadline=None)
+@given(cmdps(max_states=6, max_actions=3))
+def test_solve_mdp_every_method_matches_value_iteration(M):
+    ref = value_iteration(M, tol=1e-11)
+    for method, path in SOLVERS + [("auto", "auto")]:
+        res = solve_mdp(M, method=method, path=path, tol=1e-10)
+        np.testing.assert_allclose(res.values, ref.values, atol=1e-8, err_msg=f"{method}/{path}")
+        assert res.error_bound <= 1e-10 or res.method == "policy_iteration"
+        # the greedy policy attains the returned values
+        vr, _ = state_values_dense(M.P, M.r, M.c, M.gamma, res.policy)
+        np.testing.assert_allclose(vr, res.values, atol=1e-8)
+        np.testing.assert_allclose(res.q, M.r + M.gamma * M.P @ res.values, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cmdps(max_states=6, max_actions=3))
+def test_policy_iteration_kernels_match_twin(M):
+    v_twin, sigma_twin, it_twin = policy_iteration_dense(M.P, M.r, M.gamma)
+    for path in ("sparse", "dense"):
+        res = solve_mdp(M, method="policy_iteration", path=path, tol=1e-300)
+        np.testing.assert_allclose(res.values, v_twin, atol=1e-11)
+        assert res.iterations == it_twin and res.work == it_twin
+
+
+@settings(max_examples=30, deadline=None)
+@given(cmdps(max_states=6, max_actions=3))
+def test_modified_policy_iteration_kernels_match_twin(M):
+    for sweeps in (0, 3):
+        v_twin, it_twin = modified_policy_iteration_dense(M.P, M.r, M.gamma, sweeps, 1e-9)
+        for path in ("sparse", "dense"):
+            res = solve_mdp(M, method="modified_policy_iteration", path=path, tol=1e-9,
+                            n_sweeps=sweeps)
+            np.testing.assert_allclose(res.values, v_twin, atol=1e-11)
+            assert res.iterations == it_twin
+            assert res.work == sweeps * (it_twin - 1)
+
+
+@pytest.mark.parametrize("method, path", SOLVERS + [("auto", "auto")])
+def test_solve_mdp_paper_check_values(method, path):
+    M1, M3 = gridworld(0.1), gridworld(0.3)
+    assert solve_mdp(M1, method=method, path=path).value == pytest.approx(59.762607, abs=5e-6)
+    assert solve_mdp(M3, method=method, path=path).value == pytest.approx(52.857149, abs=5e-6)
+    res_c = solve_mdp(M3, method=method, path=path, objective="cost")
+    assert res_c.value == pytest.approx(0.7561, abs=5e-5) and res_c.objective == "cost"
+
+
+@pytest.mark.parametrize("method, path", SOLVERS)
+def test_solve_mdp_cost_objective_matches_brute_force(method, path):
+    rng = np.random.default_rng(4)
+    M = random_cmdp(rng, 4, 2, K=2, sparsity=0.5)
+    best = np.full(4, np.inf)
+    for pi in _all_deterministic(4, 2):
+        _, vc = state_values_dense(M.P, M.r, M.c, M.gamma, pi)
+        best = np.minimum(best, vc[:, 1])
+    res = solve_mdp(M, method=method, path=path, objective="cost", constraint=1, tol=1e-11)
+    np.testing.assert_allclose(res.values, best, atol=1e-9)
+
+
+@pytest.mark.parametrize("method, path", SOLVERS + [("auto", "auto")])
+def test_solve_mdp_ties_go_to_the_lowest_action(method, path):
+    # actions 1 and 2 are copies of action 0's better twin: q ties exactly among them
+    rng = np.random.default_rng(7)
+    base = random_cmdp(rng, 5, 2)
+    P = np.concatenate([base.P[:, :1], base.P[:, 1:], base.P[:, 1:]], axis=1)
+    r = np.concatenate([base.r[:, :1] - 1.0, base.r[:, 1:] + 1.0, base.r[:, 1:] + 1.0], axis=1)
+    c = np.zeros((5, 3, 1))
+    M = CMDP(P, r, c, 1.0, base.gamma, base.nu0)
+    res = solve_mdp(M, method=method, path=path)
+    assert np.all(res.q[:, 1] == res.q[:, 2])
+    np.testing.assert_array_equal(res.policy.argmax(axis=1), np.ones(5, dtype=int))
+
+
+def test_solve_mdp_results_agree_on_larger_tasks():
+    from safemeta_fast.envs import RandomCMDPFamily
+
+    tasks = [gridworld(0.3, 20), RandomCMDPFamily(60, 4, base_seed=1, gamma=0.95).build([0.3, 0.6])]
+    for M in tasks:
+        ref = value_iteration(M, tol=1e-10)
+        for method, path in SOLVERS + [("auto", "auto")]:
+            res = solve_mdp(M, method=method, path=path)
+            np.testing.assert_allclose(res.values, ref.values, atol=1e-8, err_msg=f"{method}/{path}")
+            np.testing.assert_array_equal(res.policy, ref.policy)
+
+
+def test_solve_mdp_auto_paths():
+    from safemeta_fast.envs import RandomCMDPFamily
+
+    dense = RandomCMDPFamily(30, 3, base_seed=0).build([0.5, 0.5])
+    assert solve_mdp(dense).path == "dense"
+    assert solve_mdp(gridworld(0.3)).path == "sparse"
+    # value iteration has only the sparse kernel
+    assert solve_mdp(dense, method="value_iteration", path="dense").path == "sparse"
+
+
+def _sticky_ring(n=30, gamma=0.999, eps=1e-3):
+    """Each state stays with probability 1 - eps (both actions), else moves one step on a
+    ring; random rewards: the value differences between states mix very slowly, so the
+    span stop of modified PI needs thousands of steps while PI needs one."""
+    P = np.zeros((n, 2, n))
+    for s in range(n):
+        P[s, :, s] = 1.0 - eps
+        P[s, :, (s + 1) % n] = eps
+    r = np.random.default_rng(0).random((n, 2))
+    return CMDP(P, r, np.zeros((n, 2)), 1.0, gamma, np.full(n, 1.0 / n))
+
+
+def test_solve_mdp_auto_falls_back_to_policy_iteration():
+    M = _sticky_ring()
+    res = solve_mdp(M)
+    assert res.method == "policy_iteration"
+    ref = solve_mdp(M, method="policy_iteration", tol=1e-12)
+    np.testing.assert_allclose(res.values, ref.values, atol=1e-8)
+    np.testing.assert_array_equal(res.policy, ref.policy)
+    mpi = solve_mdp(M, method="modified_policy_iteration")
+    assert mpi.iterations > 10 * res.iterations
+    np.testing.assert_allclose(mpi.values, ref.values, atol=1e-8)
+
+
+def test_solve_mdp_result_type_and_defaults(grid03):
+    res = solve_mdp(grid03, method="modified_policy_iteration")
+    assert isinstance(res, MDPSolution) and res.path == "sparse"
+    assert res.work == DEFAULT_SWEEPS * (res.iterations - 1)
+    vi = solve_mdp(grid03, method="value_iteration")
+    assert vi.work == vi.iterations == value_iteration(grid03).iterations
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.method = "x"
+    for arr in (res.values, res.q, res.policy):
+        assert not arr.flags.writeable
+
+
+def test_solve_mdp_convergence_error(grid03):
+    with pytest.raises(ConvergenceError, match=r"modified policy iteration hit max_iter=2"):
+        solve_mdp(grid03, method="modified_policy_iteration", max_iter=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        ({"method": "howard"}, ValueError, "method is 'howard'; expected one of 'auto'"),
+        ({"path": "gpu"}, ValueError, "path is 'gpu'; expected one of 'auto'"),
+        ({"n_sweeps": -1}, ValueError, "n_sweeps is -1; it must be >= 0"),
+        ({"n_sweeps": 1.5}, TypeError, "n_sweeps must be an integer"),
+        ({"tol": -1.0}, ValueError, r"tol is -1.0; it must be > 0"),
+        ({"max_iter": 0}, ValueError, "max_iter is 0; it must be >= 1"),
+        ({"objective": "utility"}, ValueError, "objective is 'utility'; expected one of"),
+        ({"constraint": 3}, ValueError, r"constraint is 3; the task has 1 constraint\(s\)"),
+    ],
+)
+def test_solve_mdp_validation(two_state, kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        solve_mdp(two_state, **kwargs)
+
+
+def test_solve_mdp_model_type():
+    with pytest.raises(TypeError, match="M must be a safemeta_fast.CMDP"):
+        solve_mdp(np.zeros((2, 2, 2)))

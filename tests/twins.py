@@ -192,3 +192,52 @@ def certified_pair_twin(alive, Rref, U, b):
 def conformal_scores_twin(xB, xA, inv_s):
     """``min_i max_d |xB[b, d] - xA[i, d]| inv_s[d]`` for every b (dense broadcast)."""
     return (np.abs(xB[:, None, :] - xA[None, :, :]) * inv_s).max(axis=2).min(axis=1)
+
+
+# --- policy iteration and modified policy iteration (issue 13) ----------------------
+
+
+def _greedy(P, r, gamma, v):
+    """q = r + gamma P v, its row maxima and the lowest-index argmax."""
+    q = r + gamma * P @ v
+    return q, q.max(axis=1), q.argmax(axis=1)
+
+
+def policy_iteration_dense(P, r, gamma, max_iter=1000):
+    """Howard's policy iteration: exact evaluation by np.linalg.solve, greedy improvement
+    (an action changes only when another is better by more than 1e-13 relative), until the
+    policy is stable. Returns (v, sigma, iterations)."""
+    S = P.shape[0]
+    sigma = r.argmax(axis=1)
+    for it in range(1, max_iter + 1):
+        v = np.linalg.solve(np.eye(S) - gamma * P[np.arange(S), sigma],
+                            r[np.arange(S), sigma])
+        q, best, arg = _greedy(P, r, gamma, v)
+        keep = q[np.arange(S), sigma] >= best - 1e-13 * (1 + np.abs(best))
+        new = np.where(keep, sigma, arg)
+        if np.array_equal(new, sigma):
+            return v, sigma, it
+        sigma = new
+    raise RuntimeError("policy iteration twin did not converge")
+
+
+def modified_policy_iteration_dense(P, r, gamma, n_sweeps, tol, max_iter=100_000):
+    """Modified policy iteration with the McQueen-Porteus stop, dense NumPy.
+
+    v <- T v (greedy sigma), then n_sweeps Jacobi steps v <- r_sigma + gamma P_sigma v;
+    stop when gamma/(1-gamma) span(T v - v)/2 <= tol and return the midpoint
+    T v + gamma/(1-gamma) (max + min)(T v - v)/2. Returns (v, iterations).
+    """
+    S = P.shape[0]
+    v = np.zeros(S)
+    k = gamma / (1 - gamma)
+    for it in range(1, max_iter + 1):
+        _, tv, sigma = _greedy(P, r, gamma, v)
+        d = tv - v
+        if k * (d.max() - d.min()) / 2 <= tol:
+            return tv + k * (d.max() + d.min()) / 2, it
+        v = tv
+        Ps, rs = P[np.arange(S), sigma], r[np.arange(S), sigma]
+        for _ in range(n_sweeps):
+            v = rs + gamma * Ps @ v
+    raise RuntimeError("modified policy iteration twin did not converge")
