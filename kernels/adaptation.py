@@ -44,7 +44,7 @@ __all__ = [
     "EV_NONE", "EV_ELIMINATED", "EV_UPDATED",
     "STATUS_OK", "STATUS_STOPPED",
     "init_state", "select_candidate", "next_alpha", "first_alpha", "m_max", "update_gate",
-    "observe", "mixture_table", "draw_component", "run_fused", "run_fused_batch",
+    "observe", "mixture_table", "draw_component", "audit_mixture", "run_fused", "run_fused_batch",
 ]
 
 I_EP, I_CAND, I_STAGE, I_K0, I_N, I_NPOOL, I_NELIM = 0, 1, 2, 3, 4, 5, 6
@@ -284,6 +284,22 @@ def draw_component(seed, episode, alpha):
     return _draw(x, thr_i, alias)
 
 
+@njit(cache=True)
+def audit_mixture(w, a, c, exact_r, exact_c, cost_limit, viol_tol, out_c):
+    """Exact values of the episode-level mixture ``w pi_a + (1 - w) pi_c``.
+
+    Writes its costs into ``out_c`` (K,) and returns (reward, any cost above
+    ``limit + viol_tol``); ``exact_r`` (m,), ``exact_c`` (m, K) are the components' values.
+    """
+    viol = False
+    for k in range(cost_limit.size):
+        ck = w * exact_c[a, k] + (1.0 - w) * exact_c[c, k]
+        out_c[k] = ck
+        if ck > cost_limit[k] + viol_tol:
+            viol = True
+    return w * exact_r[a] + (1.0 - w) * exact_r[c], viol
+
+
 @njit(cache=True, nogil=True)
 def run_fused(seed, n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
               istate, fstate, elim_at,
@@ -316,14 +332,8 @@ def run_fused(seed, n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
         if l < 0:  # every candidate eliminated: the safe policy alone
             lt = 0
             alpha = 0.0
-        ex_r = alpha * exact_r[lt] + (1.0 - alpha) * exact_r[n]
-        viol = False
-        for k in range(K):
-            ck = alpha * exact_c[lt, k] + (1.0 - alpha) * exact_c[n, k]
-            out_exact_c[k_ep, k] = ck
-            if ck > cost_limit[k] + viol_tol:
-                viol = True
-        out_exact_r[k_ep] = ex_r
+        out_exact_r[k_ep], viol = audit_mixture(alpha, lt, n, exact_r, exact_c, cost_limit,
+                                                viol_tol, out_exact_c[k_ep])
         if viol and stop_on_violation:
             return STATUS_STOPPED, k_ep
         if alpha != last_alpha:

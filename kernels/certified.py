@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .adaptation import mixture_table
+from .adaptation import audit_mixture, mixture_table
 from .rollout import _episodes, start_draws
 
 __all__ = [
@@ -375,13 +375,8 @@ def run_certified(seed, n_episodes, state, model, tables, exact_r, exact_c, stop
         a = ist[C_A]
         c = ist[C_B]
         w = fst[CF_W]
-        viol = False
-        for kk in range(K):
-            ck = w * exact_c[a, kk] + (1.0 - w) * exact_c[c, kk]
-            out_exact_c[k_ep, kk] = ck
-            if ck > b[kk] + viol_tol:
-                viol = True
-        out_exact_r[k_ep] = w * exact_r[a] + (1.0 - w) * exact_r[c]
+        out_exact_r[k_ep], viol = audit_mixture(w, a, c, exact_r, exact_c, b, viol_tol,
+                                                out_exact_c[k_ep])
         if viol and stop_on_violation:
             return STATUS_STOPPED, k_ep
         if a != last_a or c != last_c:

@@ -25,7 +25,7 @@ __all__ = ["plot_regret_cost", "plot_gridworld_policies", "thin_indices", "MAX_P
 MAX_POINTS = 2000
 
 _COLOURS = {
-    "ours": "black", "safe_pce": "tab:red", "safe_meta_rl": "tab:blue", "dope_plus": "tab:green",
+    "ours": "tab:cyan", "safe_pce": "tab:red", "safe_meta_rl": "tab:blue", "dope_plus": "tab:green",
     "lb_sgd": "tab:purple", "safe_policy": "0.4", "safe_pce_paper": "tab:orange",
     "pce": "tab:brown", "dope": "tab:olive",
 }
