@@ -10,8 +10,9 @@ train
     Training phase (paper Algorithm 1) on the paper's gridworld family; writes a
     PolicySet artifact.
 test
-    Test-time phase (paper Algorithm 2) of a saved PolicySet on gridworld test tasks;
-    prints regret, final alpha, eliminations and the exact safety audit.
+    Test-time phase (paper Algorithm 2) of a saved PolicySet on gridworld test tasks
+    (certified profile by default); prints regret, weights, eliminations and the exact
+    safety audit.
 reproduce
     The paper's gridworld experiment (training, the 10 test tasks, every method,
     Figure 1 and 2, summary tables) into a resumable run folder; ``--quick`` for a
@@ -235,38 +236,58 @@ def cmd_reproduce(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="safemeta", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="solve and evaluate the paper gridworld; print a table")
-    d.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3, 0.4, 0.5])
-    d.add_argument("--size", type=int, default=7)
-    d.add_argument("--episodes", type=int, default=20_000)
-    d.add_argument("--horizon", type=int, default=600)
-    d.add_argument("--seed", type=int, default=0)
+
+    def parser(name, summary, description):
+        return sub.add_parser(name, help=summary, description=description, formatter_class=fmt)
+
+    d = parser("demo", "solve and evaluate the paper gridworld; print a table",
+               "Solve the paper's gridworld at a few noise levels (occupancy LP, exact evaluation, "
+               "the primal-dual solver, the smallest achievable cost) and check the LP policy by "
+               "Monte-Carlo rollouts.")
+    d.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3, 0.4, 0.5],
+                   help="slip noise levels")
+    d.add_argument("--size", type=int, default=7, help="grid side")
+    d.add_argument("--episodes", type=int, default=20_000, help="rollout episodes per task")
+    d.add_argument("--horizon", type=int, default=600, help="episode length H")
+    d.add_argument("--seed", type=int, default=0, help="rollout seed")
     d.set_defaults(func=cmd_demo)
-    t = sub.add_parser("train", help="training phase (Algorithm 1) on the paper's gridworld family")
-    t.add_argument("--eps", type=float, default=0.005)
-    t.add_argument("--delta", type=float, default=0.05)
-    t.add_argument("--distance", choices=["model", "parameter"], default="parameter")
+    t = parser("train", "training phase (Algorithm 1) on the paper's gridworld family",
+               "Training phase (paper Algorithm 1) on the paper's gridworld family, then the "
+               "certified profile's calibration; writes a PolicySet artifact. The defaults are the "
+               "paper's recipe and differ from the library's train(): --distance parameter "
+               "(train(): model) and --safe-policy noise:0.4 (train(): robust).")
+    t.add_argument("--eps", type=float, default=0.005, help="closeness radius of the cover")
+    t.add_argument("--delta", type=float, default=0.05, help="confidence parameter")
+    t.add_argument("--distance", choices=["model", "parameter"], default="parameter",
+                   help="exact model distance or the noise-level difference (the authors')")
     t.add_argument("--safe-policy", default="noise:0.4",
                    help="'robust', 'noise:X' (LP optimum of that gridworld) or a .npy (S, A) file")
-    t.add_argument("--oracle", choices=["lp", "primal_dual"], default="lp")
-    t.add_argument("--n-rule", choices=["paper", "authors"], default="paper")
-    t.add_argument("--noise-dist", choices=["truncate", "clip"], default="truncate")
-    t.add_argument("--max-rounds", type=int, default=8)
-    t.add_argument("--verify", choices=["all", "cover"], default="all")
-    t.add_argument("--size", type=int, default=7)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="policyset.npz")
+    t.add_argument("--oracle", choices=["lp", "primal_dual"], default="lp",
+                   help="O_l: occupancy LP or the authors' entropy-regularised GDA (beta 0.1)")
+    t.add_argument("--n-rule", choices=["paper", "authors"], default="paper",
+                   help="initial sample size rule (SPEC 5) or the reference code's")
+    t.add_argument("--noise-dist", choices=["truncate", "clip"], default="truncate",
+                   help="N(0.3, 0.03) truncated to [0, 0.5], or clipped as the authors' code")
+    t.add_argument("--max-rounds", type=int, default=8, help="cap on the cover loop's rounds")
+    t.add_argument("--verify", choices=["all", "cover"], default="all",
+                   help="verify pi_s on every sampled task or on the cover tasks only")
+    t.add_argument("--size", type=int, default=7, help="grid side")
+    t.add_argument("--seed", type=int, default=0, help="training seed")
+    t.add_argument("--out", default="policyset.npz", help="artifact path")
     t.add_argument("--no-calibration", action="store_true",
                    help="skip the certified profile's calibration (add it later with calibrate())")
     t.add_argument("--n-reference", type=int, default=2000,
                    help="calibration: reference tasks sampled from D")
     t.add_argument("--n-calibration", type=int, default=2000,
                    help="calibration: conformal calibration tasks sampled from D")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser("test", help="test-time phase (Algorithm 2) of a saved policy set")
+    e = parser("test", "test-time phase (Algorithm 2) of a saved policy set",
+               "Test-time phase (paper Algorithm 2) of a saved policy set on gridworld test tasks, "
+               "every run audited exactly; prints per run and in summary.")
     e.add_argument("--policy-set", required=True, help="a PolicySet .npz written by 'train'")
     e.add_argument("--noise", type=float, nargs="+", default=None,
                    help="test-task noise levels (default: the 10 paper test tasks)")
@@ -276,18 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "constants, the authors' reference constants, or PCE without safety")
     e.add_argument("--no-control-variate", action="store_true",
                    help="certified: do not use the start-state control variate")
-    e.add_argument("--episodes", type=int, default=40_000)
-    e.add_argument("--horizon", type=int, default=600)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--episodes", type=int, default=40_000, help="episodes K per run")
+    e.add_argument("--horizon", type=int, default=600, help="episode length H")
+    e.add_argument("--seed", type=int, default=0, help="first seed")
     e.add_argument("--seeds", type=int, default=1, help="number of seeds per task, from --seed")
     e.add_argument("--regret-reference", choices=["lp", "primal_dual"], default="lp",
                    help="V* of the regret: exact LP optimum or the authors' primal-dual value")
     e.add_argument("--no-strict", action="store_true",
                    help="paper profile: run even when its preconditions fail (no guarantee)")
-    e.add_argument("--stop-on-violation", action="store_true")
+    e.add_argument("--stop-on-violation", action="store_true",
+                   help="stop a run before it deploys a mixture above the limit")
     e.set_defaults(func=cmd_test)
-    rp = sub.add_parser("reproduce", help="the paper's gridworld experiment (Figure 2): every "
-                                          "method, run folder, summary and figures")
+    rp = parser("reproduce", "the paper's gridworld experiment (Figure 2): every method, run "
+                             "folder, summary and figures",
+                "The paper's gridworld experiment: train the policy set with the authors' recipe, "
+                "run every method on the paper's test tasks in a resumable run folder, write the "
+                "summary tables and Figures 1 and 2.")
     rp.add_argument("--quick", action="store_true",
                     help="3 tasks, K = 5,000, 1 seed, every method (about a minute)")
     rp.add_argument("--methods", nargs="+", default=None,
@@ -304,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run folder (default safemeta_quick or safemeta_paper); finished units "
                          "in it are skipped")
     rp.add_argument("--jobs", type=int, default=2, help="worker processes")
-    rp.add_argument("--no-progress", action="store_true")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bars")
     rp.set_defaults(func=cmd_reproduce)
     return p
 

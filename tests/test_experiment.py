@@ -69,7 +69,7 @@ def test_cli_writes_every_output(folder):
         for t in range(N_TASKS):
             assert (out / "runs" / m / f"task{t}_seed0.npz").is_file(), (m, t)
     assert len(_unit_files(out)) == len(METHODS) * N_TASKS
-    assert "units run now: 16" in text
+    assert f"units run now: {len(METHODS) * N_TASKS}" in text
     assert not list(out.rglob(f"*{TMP_SUFFIX}"))
 
 
@@ -171,7 +171,7 @@ def test_second_run_skips_every_unit(folder):
     ps_before = (out / "policyset.npz").stat().st_mtime_ns
     code, text, err = _cli(ARGS + ["--out", str(out)])
     assert code == 0, err
-    assert "units run now: 0, skipped (already finished): 16" in text
+    assert f"units run now: 0, skipped (already finished): {len(METHODS) * N_TASKS}" in text
     assert {p: p.stat().st_mtime_ns for p in _unit_files(out)} == before
     assert (out / "policyset.npz").stat().st_mtime_ns == ps_before
 
