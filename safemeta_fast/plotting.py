@@ -46,11 +46,32 @@ def _save(fig, path) -> Path:
     return atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def thin_indices(n: int) -> np.ndarray:
-    """At most :data:`MAX_POINTS` episode indices in [0, n), evenly spaced, both ends included."""
+def thin_indices(n: int, *series) -> np.ndarray:
+    """At most about :data:`MAX_POINTS` episode indices in [0, n), both ends included.
+
+    Without ``series``: evenly spaced. With arrays of shape (n,): the index range is cut
+    into buckets and each bucket keeps its first index and the positions of every
+    series' minimum and maximum, so no spike (a violation, say) is lost to decimation.
+    """
     if n <= MAX_POINTS:
         return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, MAX_POINTS).round().astype(np.int64))
+    if not series:
+        return np.unique(np.linspace(0, n - 1, MAX_POINTS).round().astype(np.int64))
+    n_buckets = max(1, MAX_POINTS // (1 + 2 * len(series)))
+    edges = np.unique(np.linspace(0, n, n_buckets + 1).round().astype(np.int64))
+    keep = [edges[:-1], [n - 1]]
+    for y in series:
+        y = np.asarray(y, dtype=np.float64)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            seg = y[lo:hi]
+            keep.append([lo + int(np.argmax(seg)), lo + int(np.argmin(seg))])
+    return np.unique(np.concatenate([np.asarray(k, dtype=np.int64) for k in keep]))
+
+
+#: Line styles by method, so that curves which coincide (pi_s and the paper constants) stay
+#: visible; unknown methods cycle through the rest.
+_STYLES = {"safe_policy": (0, (5, 3)), "safe_pce_paper": (0, (1, 2)), "ours": "-"}
+_CYCLE = ["-", (0, (6, 2)), (0, (3, 1, 1, 1)), (0, (1, 1))]
 
 
 def plot_regret_cost(curves: dict, *, cost_limit: float, path, title: str = "") -> Path:
@@ -85,32 +106,50 @@ def plot_regret_cost(curves: dict, *, cost_limit: float, path, title: str = "") 
     """
     if not curves:
         raise ValueError("curves is empty; nothing to draw")
+    from matplotlib.patches import Patch
+
     fig = _canvas((7.5, 7.0))
     ax_r, ax_c = fig.subplots(2, 1, sharex=True)
-    for name, cv in curves.items():
+    top = 1.2 * cost_limit
+    off_scale = []
+    for i, (name, cv) in enumerate(curves.items()):
         n = np.asarray(cv["regret_mean"]).size
         episodes = np.asarray(cv.get("episodes", np.arange(n)))
         if episodes.shape != (n,):
             raise ValueError(f"curves[{name!r}]['episodes'] has shape {episodes.shape}; "
                              f"expected ({n},)")
+        colour = _COLOURS.get(name)
+        style = _STYLES.get(name, _CYCLE[i % len(_CYCLE)])
+        lw = 2.2 if name == "ours" else 1.5
         idx = thin_indices(n)
         x = (episodes[idx] + 1) / 1e3
-        colour = _COLOURS.get(name)
-        style = "--" if name == "safe_policy" else "-"
-        ax_r.plot(x, np.asarray(cv["regret_mean"])[idx], style, color=colour, label=cv["label"],
-                  lw=1.6)
+        ax_r.plot(x, np.asarray(cv["regret_mean"])[idx], ls=style, color=colour,
+                  label=cv["label"], lw=lw)
         ax_r.fill_between(x, np.asarray(cv["regret_q10"])[idx], np.asarray(cv["regret_q90"])[idx],
-                          color=colour, alpha=0.18, lw=0)
-        ax_c.plot(x, np.asarray(cv["cost_mean"])[idx], style, color=colour, label=cv["label"],
-                  lw=1.4)
-        ax_c.fill_between(x, np.asarray(cv["cost_q10"])[idx], np.asarray(cv["cost_q90"])[idx],
-                          color=colour, alpha=0.18, lw=0)
+                          color=colour, alpha=0.15, lw=0)
+        c_mean, c_lo, c_hi = (np.asarray(cv[k]) for k in ("cost_mean", "cost_q10", "cost_q90"))
+        idx = thin_indices(n, c_mean, c_hi, c_lo)  # keeps every spike
+        x = (episodes[idx] + 1) / 1e3
+        ax_c.plot(x, c_mean[idx], ls=style, color=colour, label=cv["label"], lw=lw * 0.9)
+        ax_c.fill_between(x, c_lo[idx], c_hi[idx], color=colour, alpha=0.15, lw=0)
+        over = c_hi[idx] > top
+        if over.any():
+            off_scale.append(float(c_hi.max()))
+            ax_c.plot(x[over], np.full(over.sum(), top * 0.985), "v", color=colour, ms=4,
+                      clip_on=False)
     ax_c.axhline(cost_limit, color="k", ls=":", lw=1.2, label=f"cost limit {cost_limit:g}")
+    ax_c.set_ylim(0.0, top)
+    handles, labels = ax_c.get_legend_handles_labels()
+    handles.append(Patch(color="0.5", alpha=0.3, lw=0))
+    labels.append("shaded: 10-90% of runs")
+    if off_scale:
+        ax_c.text(0.01, 0.97, f"v: 90% quantile above {top:g} (off scale, max "
+                  f"{max(off_scale):.3g})", transform=ax_c.transAxes, fontsize=7, va="top")
     ax_r.set_ylabel("cumulative regret")
     ax_c.set_ylabel("exact cost $V_c$ of the deployed policy")
     ax_c.set_xlabel(r"episode k ($\times 10^3$)")
     ax_r.legend(fontsize=8, loc="upper left")
-    ax_c.legend(fontsize=8, loc="best")
+    ax_c.legend(handles, labels, fontsize=8, loc="lower right")
     ax_r.grid(alpha=0.3)
     ax_c.grid(alpha=0.3)
     if title:
@@ -154,6 +193,7 @@ def plot_gridworld_policies(panels, *, path) -> Path:
             raise ValueError(f"panel {title!r}: policy has shape {pi.shape}; expected {(S, A)}")
         cost_cell = np.asarray(M.c).max(axis=(1, 2)) > 0
         goal = np.asarray(M.absorbing)
+        start = np.asarray(M.nu0) > 0
         for s in range(S):
             x, y = s % n, s // n
             face = "#e34a33" if cost_cell[s] else ("#74c476" if goal[s] else "white")
@@ -161,6 +201,8 @@ def plot_gridworld_policies(panels, *, path) -> Path:
             if goal[s]:
                 ax.text(x + 0.5, y + 0.5, "goal", ha="center", va="center", fontsize=8)
                 continue
+            if start[s]:
+                ax.plot(x + 0.12, y + 0.12, "o", color="tab:blue", ms=3)
             for a in range(A):
                 p = pi[s, a]
                 if p < 0.02:
@@ -173,8 +215,11 @@ def plot_gridworld_policies(panels, *, path) -> Path:
         ax.set_aspect("equal")
         ax.set_xticks(np.arange(n) + 0.5, [str(i) for i in range(n)])
         ax.set_yticks(np.arange(n) + 0.5, [str(i) for i in range(n)])
+        ax.set_xlabel("x")
+        ax.set_ylabel("y (state s = n y + x)")
         ax.set_title(title, fontsize=9)
-    fig.suptitle("Gridworld: LP-optimal policies (red: cost cells, green: goal)", fontsize=10)
+    fig.suptitle("Gridworld: LP-optimal policies (red: cost cells, green: goal, blue dot: start "
+                 "states of nu0)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

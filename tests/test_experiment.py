@@ -385,6 +385,16 @@ def test_plot_validation(tmp_path):
     assert plotting.thin_indices(10).tolist() == list(range(10))
     idx = plotting.thin_indices(40_000)
     assert idx[0] == 0 and idx[-1] == 39_999 and idx.size <= plotting.MAX_POINTS
+    # min/max-preserving decimation keeps isolated spikes (27 of 65 were lost before)
+    y = np.ones(40_000)
+    spikes = np.random.default_rng(0).choice(40_000, 65, replace=False)
+    y[spikes] = 3.0
+    y[123] = -1.0
+    kept = plotting.thin_indices(40_000, y)
+    width = 40_000 / (plotting.MAX_POINTS // 3) + 1  # one bucket
+    hits = kept[y[kept] == 3.0]
+    assert all(np.min(np.abs(hits - s)) < width for s in spikes) and 123 in kept
+    assert kept.size <= plotting.MAX_POINTS + 2
     assert not list(tmp_path.iterdir())
 
 
