@@ -437,3 +437,17 @@ def test_failing_unit_is_reported_and_others_go_on(tmp_path, monkeypatch):
     e = run.summary["methods"]["safe_policy"]
     assert (e["n_runs"], e["n_expected"]) == (1, 2)
     assert "only 1 of 2 runs finished" in paper.format_summary(run.summary)
+
+
+def test_summary_covers_every_method_on_disk(folder, tmp_path):
+    """A later run with fewer methods still summarises the units of the others."""
+    import shutil
+
+    out, _ = folder
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    code, text, err = _cli(ARGS + ["--out", str(copy), "--methods", "safe_policy"])
+    assert code == 0, err
+    summary = json.loads((copy / "summary.json").read_text())
+    assert set(summary["methods"]) == set(METHODS)
+    assert summary["methods"]["ours"]["n_runs"] == N_TASKS

@@ -1014,7 +1014,8 @@ def summarise(out, config: PaperConfig | None = None, *, figures: bool = True) -
     out : str or Path
         A run folder written by :func:`run_paper`.
     config : PaperConfig, optional
-        Selection to summarise; default the folder's stored selection.
+        Selection to summarise; default the folder's stored selection. Methods of other
+        selections whose units are in the folder are summarised too.
     figures : bool, default True
 
     Returns
@@ -1035,6 +1036,8 @@ def summarise(out, config: PaperConfig | None = None, *, figures: bool = True) -
         methods, n_tasks, n_seeds = sel["methods"], sel["n_tasks"], sel["n_seeds"]
     else:
         methods, n_tasks, n_seeds = list(config.methods), config.n_tasks, config.n_seeds
+    on_disk = [m for m in METHODS if (out / "runs" / m).is_dir() and m not in methods]
+    methods = list(methods) + on_disk  # every method with units in the folder is summarised
     K = int(doc["result"]["n_episodes"])
     tasks = read_json(out / "tasks.json")["tasks"][:n_tasks]
     summary = {
@@ -1081,11 +1084,9 @@ def summarise(out, config: PaperConfig | None = None, *, figures: bool = True) -
                       "wall_time": mt["wall_time"]} for mt in metas],
         })
         summary["methods"][m] = entry
-        from ..plotting import thin_indices
-
-        idx = thin_indices(K)
-        R = _stack(data["regret"], K)[:, idx]
-        C = _stack(data["cost"], K)[:, idx]
+        idx = np.arange(K)  # full resolution: the plot decimates, keeping every spike
+        R = _stack(data["regret"], K)
+        C = _stack(data["cost"], K)
         curves[m] = {"label": spec.label, "figure": spec.figure, "episodes": idx,
                      **_bands("regret", R), **_bands("cost", C)}
     write_json(out / "summary.json", summary)
