@@ -44,7 +44,9 @@ def test_test_command_runs_the_test_phase(tmp_path, capsys):
     assert text.count("--- test noise") == 4
     assert "cumulative regret" in text and "final alpha" in text and "eliminations" in text
     assert "4 runs (2 tasks x 2 seeds)" in text
-    assert ("no deployed mixture had exact cost above the limit" in text) or ("!!!" in text)
+    clean = "no deployed mixture had exact cost above the limit" in text
+    unsafe = "deployed mixtures in total had exact cost above the limit" in text
+    assert clean != unsafe  # exactly one verdict is printed
     # the paper profile refuses to run when its preconditions fail, unless told otherwise
     assert main(["test", "--policy-set", str(out), "--noise", "0.3", "--profile", "paper",
                  "--episodes", "500"]) == 1
@@ -52,4 +54,16 @@ def test_test_command_runs_the_test_phase(tmp_path, capsys):
     assert main(["test", "--policy-set", str(out), "--noise", "0.3", "--profile", "paper",
                  "--episodes", "500", "--no-strict"]) == 0
     assert "guarantee does not apply" in capsys.readouterr().out
-    assert main(["test", "--policy-set", str(tmp_path / "missing.npz")]) in (1, 2)
+    assert main(["test", "--policy-set", str(tmp_path / "missing.npz")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    # the default profile is certified: train calibrated the policy set
+    assert main(["test", "--policy-set", str(out), "--noise", "0.3", "--episodes", "3000"]) == 0
+    text = capsys.readouterr().out
+    assert "profile certified" in text and "certified: mean weight on candidates" in text
+    assert "calibration refuted in 0 runs" in text
+    bare = tmp_path / "bare.npz"
+    assert main(["train", "--eps", "0.03", "--delta", "0.3", "--seed", "3", "--no-progress",
+                 "--verify", "cover", "--no-calibration", "--out", str(bare)]) == 0
+    assert "no calibration" in capsys.readouterr().out
+    assert main(["test", "--policy-set", str(bare), "--noise", "0.3", "--episodes", "100"]) == 2
+    assert "calibrate(ps, family)" in capsys.readouterr().err
