@@ -30,7 +30,7 @@ thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .rng import stream_state, xoshiro256pp_next
 from .rollout import _draw, _episodes, alias_thresholds, build_alias
@@ -44,7 +44,7 @@ __all__ = [
     "EV_NONE", "EV_ELIMINATED", "EV_UPDATED",
     "STATUS_OK", "STATUS_STOPPED",
     "init_state", "select_candidate", "next_alpha", "first_alpha", "m_max", "update_gate",
-    "observe", "mixture_table", "draw_component", "audit_mixture", "run_fused", "run_fused_batch",
+    "observe", "mixture_table", "draw_component", "audit_mixture", "run_fused",
 ]
 
 I_EP, I_CAND, I_STAGE, I_K0, I_N, I_NPOOL, I_NELIM = 0, 1, 2, 3, 4, 5, 6
@@ -301,15 +301,14 @@ def audit_mixture(w, a, c, exact_r, exact_c, cost_limit, viol_tol, out_c):
 
 
 @njit(cache=True, nogil=True)
-def run_fused(seed, n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
-              istate, fstate, elim_at,
-              nu_thr, nu_alias, state_info, rec, bucket_state, r_flat, c_flat, r_abs, c_abs,
-              gamma, horizon, tail, closed_form,
-              exact_r, exact_c, stop_on_violation, viol_tol,
-              out_r, out_c, out_comp, out_cand, out_alpha, out_stage, out_event,
-              out_exact_r, out_exact_c):
+def run_fused(seed, n_episodes, decision, state, tables, exact_r, exact_c, stop_on_violation,
+              viol_tol, outs):
     """All episodes of one test phase: draw, roll out, observe; returns (status, done).
 
+    ``decision`` = (u, v, u_s, v_s, cost_limit, inv_c, params); ``state`` = (istate,
+    fstate, elim_at); ``tables`` = (nu_thr, nu_alias, state_info, rec, bucket_state,
+    r_flat, c_flat, r_abs, c_abs, gamma, horizon, tail, closed_form); ``outs`` = (out_r,
+    out_c, out_comp, out_cand, out_alpha, out_stage, out_event, out_exact_r, out_exact_c).
     ``state_info`` holds the tables of the 2n components ``[pi_0, pi_s, pi_1, pi_s, ...]``
     so that candidate l's mixture is the contiguous slice ``[2l S, (2l + 2) S)``.
     ``exact_r`` (n + 1,) and ``exact_c`` (n + 1, K) are exact values of the candidates
@@ -318,6 +317,12 @@ def run_fused(seed, n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
     the run stops BEFORE deploying a mixture whose exact cost exceeds the limit by more
     than ``viol_tol`` (status STATUS_STOPPED, ``done`` episodes completed).
     """
+    u, v, u_s, v_s, cost_limit, inv_c, params = decision
+    istate, fstate, elim_at = state
+    (nu_thr, nu_alias, state_info, rec, bucket_state, r_flat, c_flat, r_abs, c_abs, gamma,
+     horizon, tail, closed_form) = tables
+    (out_r, out_c, out_comp, out_cand, out_alpha, out_stage, out_event, out_exact_r,
+     out_exact_c) = outs
     S = nu_thr.size
     K = cost_limit.size
     n = u.size
@@ -349,30 +354,3 @@ def run_fused(seed, n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
         out_event[k_ep] = observe(istate, fstate, elim_at, u, v, u_s, v_s, cost_limit, inv_c,
                                   params, out_r[k_ep], out_c[k_ep], v_lm)
     return STATUS_OK, n_episodes
-
-
-@njit(cache=True, parallel=True)
-def run_fused_batch(seeds, n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
-                    istate, fstate, elim_at,
-                    nu_thr, nu_alias, state_info, rec, bucket_state, r_flat, c_flat, r_abs,
-                    c_abs, gamma, horizon, tail, closed_form,
-                    exact_r, exact_c, stop_on_violation, viol_tol,
-                    out_r, out_c, out_comp, out_cand, out_alpha, out_stage, out_event,
-                    out_exact_r, out_exact_c, status, done):
-    """:func:`run_fused` for several seeds of one task (one run per ``prange`` iteration).
-
-    Every per-run array gains a leading run axis (``istate`` (B, N_ISTATE), ``out_r``
-    (B, n_episodes), ...). Runs share nothing writable, so the results are bit-identical
-    to B serial calls for any thread count.
-    """
-    B = seeds.size
-    for b in prange(B):
-        st, dn = run_fused(seeds[b], n_episodes, u, v, u_s, v_s, cost_limit, inv_c, params,
-                           istate[b], fstate[b], elim_at[b],
-                           nu_thr, nu_alias, state_info, rec, bucket_state, r_flat, c_flat,
-                           r_abs, c_abs, gamma, horizon, tail, closed_form,
-                           exact_r, exact_c, stop_on_violation, viol_tol,
-                           out_r[b], out_c[b], out_comp[b], out_cand[b], out_alpha[b],
-                           out_stage[b], out_event[b], out_exact_r[b], out_exact_c[b])
-        status[b] = st
-        done[b] = dn

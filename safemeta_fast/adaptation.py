@@ -744,11 +744,11 @@ class SafeAdapter:
         _k.init_state(ist, fst, elim, self._u, self._params)
         o.update(cand=np.zeros(N, dtype=np.int64), alpha=np.zeros(N),
                  stage=np.zeros(N, dtype=np.int64), elim=elim)
-        o["status"], o["done"] = _k.run_fused(
-            int(seed), N, self._u, self._v, self._u_s, self._v_s, self._b, self._inv_c,
-            self._params, ist, fst, elim, *prep["tabs"], closed_form, prep["ex_r"], prep["ex_c"],
-            stop, tol, o["r"], o["c"], o["comp"], o["cand"], o["alpha"], o["stage"], o["event"],
-            o["er"], o["ec"])
+        decision = (self._u, self._v, self._u_s, self._v_s, self._b, self._inv_c, self._params)
+        outs = (o["r"], o["c"], o["comp"], o["cand"], o["alpha"], o["stage"], o["event"],
+                o["er"], o["ec"])
+        o["status"], o["done"] = _k.run_fused(int(seed), N, decision, (ist, fst, elim), tabs,
+                                              prep["ex_r"], prep["ex_c"], stop, tol, outs)
         return o
 
     def _log_of(self, prep, o, seed, tol):
