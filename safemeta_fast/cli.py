@@ -219,7 +219,8 @@ def cmd_reproduce(args) -> int:
           f"K = {cfg.n_episodes}, {cfg.n_seeds} seed(s), base seed {cfg.seed}, DOPE/DOPE+ "
           f"warm-up {cfg.resolved_warmup}{' (quick)' if cfg.quick else ''}")
     try:
-        run = run_paper(cfg, out, jobs=args.jobs, progress=not args.no_progress)
+        run = run_paper(cfg, out, jobs=args.jobs, progress=not args.no_progress,
+                        executor=args.executor, address=args.address)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished units are kept in {out}; run the same command again "
               "to resume", file=sys.stderr)
@@ -328,7 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None,
                     help="run folder (default safemeta_quick or safemeta_paper); finished units "
                          "in it are skipped")
-    rp.add_argument("--jobs", type=int, default=2, help="worker processes")
+    rp.add_argument("--jobs", type=int, default=2,
+                    help="worker processes (--executor process) or local Ray CPUs")
+    rp.add_argument("--executor", choices=["process", "ray"], default="process",
+                    help="local spawn pool, or Ray tasks (pip install -e '.[ray]'); results are "
+                         "identical, so either resumes a folder")
+    rp.add_argument("--address", default=None,
+                    help="Ray cluster address (with --executor ray; default: a local Ray)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bars")
     rp.set_defaults(func=cmd_reproduce)
     return p

@@ -71,6 +71,9 @@ from ..validation import check_int, check_real
 
 __all__ = [
     "METHODS",
+    "EXECUTORS",
+    "compute_unit",
+    "write_unit",
     "MethodSpec",
     "PaperConfig",
     "PaperRun",
@@ -624,16 +627,23 @@ _RUNNERS = {
 }
 
 
-def _execute_unit(job: dict) -> dict:
-    """Run one unit and write its file atomically; returns a short record (never raises
-    for a method failure: the error text is returned so other units go on)."""
+def compute_unit(job: dict, ctx=None) -> dict:
+    """Run one unit and return its record without writing anything.
+
+    Returns ``{"ok": True, "arrays": {...}, "meta": {...}, ...}`` (the content of the unit
+    file) or ``{"ok": False, "error": ..., "traceback": ...}``: a method failure never
+    raises, so other units go on. ``ctx`` holds ``pi_s``, ``pi_lb`` and ``ps`` (the policy
+    set); by default it is read from the job's run folder (``_context``). A remote
+    executor ships it instead, so its workers need no shared filesystem.
+    """
     from .. import __version__
     from ..envs import gridworld
 
     head = {k: job[k] for k in ("method", "task", "seed_index", "seed")}
     head["kind"] = "unit"
     try:
-        ctx = _context(job["out"])
+        if ctx is None:
+            ctx = _context(job["out"])
         M = gridworld(job["noise"])
         t0 = time.perf_counter()
         rec = _RUNNERS[job["method"]](ctx, M, job)
@@ -653,16 +663,27 @@ def _execute_unit(job: dict) -> dict:
                     stopped_on_violation=rec["stopped_on_violation"],
                     final_regret=float(regret[-1]) if regret.size else 0.0,
                     cost_limit=limit.tolist(), package_version=__version__, info=rec["info"])
-        save_npz(job["path"], {
-            "regret": regret, "exact_reward": reward, "exact_cost": cost,
-            "violations": np.int64(violations), "wall_time": np.float64(wall),
-            "policy_starts": np.asarray(rec["policy_starts"], dtype=np.int64),
-        }, meta)
+        arrays = {"regret": regret, "exact_reward": reward, "exact_cost": cost,
+                  "violations": np.int64(violations), "wall_time": np.float64(wall),
+                  "policy_starts": np.asarray(rec["policy_starts"], dtype=np.int64)}
         return dict(head, ok=True, wall_time=wall, violations=violations,
-                    final_regret=meta["final_regret"])
+                    final_regret=meta["final_regret"], arrays=arrays, meta=meta)
     except Exception as exc:  # reported by the parent; other units go on
         return dict(head, ok=False, error=f"{type(exc).__name__}: {exc}",
                     traceback=traceback.format_exc())
+
+
+def write_unit(job: dict, res: dict) -> dict:
+    """Write a successful :func:`compute_unit` record to the job's unit file (atomically);
+    returns the short record the scheduler accounts (arrays dropped)."""
+    if res["ok"]:
+        save_npz(job["path"], res["arrays"], res["meta"])
+    return {k: v for k, v in res.items() if k not in ("arrays", "meta")}
+
+
+def _execute_unit(job: dict) -> dict:
+    """Compute one unit and write its file (process-pool and in-process path)."""
+    return write_unit(job, compute_unit(job))
 
 
 def _unit_is_done(path: Path, rhash: str, echo) -> bool:
@@ -712,7 +733,8 @@ class PaperRun:
 
 
 def run_paper(config: PaperConfig, out, *, jobs: int = 2, progress: bool = True,
-              figures: bool = True, echo=print) -> PaperRun:
+              figures: bool = True, echo=print, executor: str = "process",
+              address: str | None = None) -> PaperRun:
     """Run (or resume) the paper experiment into the folder ``out``.
 
     Parameters
@@ -731,6 +753,14 @@ def run_paper(config: PaperConfig, out, *, jobs: int = 2, progress: bool = True,
         Draw the figures after aggregation.
     echo : callable, default print
         Where status lines go.
+    executor : {"process", "ray"}, default "process"
+        ``"process"``: a local spawn pool of ``jobs`` workers. ``"ray"``: Ray tasks (one
+        numba thread each, kernels warmed once per node, arrays returned to this process,
+        which writes the folder); a local Ray with ``jobs`` CPUs unless ``address`` names
+        a cluster. Results are identical bit for bit, so either executor resumes a folder.
+    address : str, optional
+        Ray cluster address (``ray.init(address=...)``), e.g. ``"auto"`` or
+        ``"ray://head:10001"``.
 
     Returns
     -------
@@ -746,6 +776,10 @@ def run_paper(config: PaperConfig, out, *, jobs: int = 2, progress: bool = True,
     if not isinstance(config, PaperConfig):
         raise TypeError(f"config must be a PaperConfig; got {type(config).__name__}")
     jobs = _check_int("jobs", jobs, 1)
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor is {executor!r}; expected one of {EXECUTORS}")
+    if address is not None and executor != "ray":
+        raise ValueError("address is only used with executor='ray'")
     out = Path(out)
     for m in config.methods:  # fail early on a missing baseline module
         spec = METHODS[m]
@@ -777,8 +811,12 @@ def run_paper(config: PaperConfig, out, *, jobs: int = 2, progress: bool = True,
     n_workers = min(jobs, max(len(todo), 1))
     echo(f"{n_units} units ({len(config.methods)} methods x {config.n_tasks} tasks x "
          f"{config.n_seeds} seeds, K = {config.n_episodes}): {n_skipped} already finished, "
-         f"{len(todo)} to run with {n_workers} job(s)")
-    runner = _Runner(out, config, todo, n_workers, progress, echo)
+         f"{len(todo)} to run with {n_workers} job(s)"
+         + (f" on Ray ({address or 'local'})" if executor == "ray" else ""))
+    if executor == "ray" and todo:
+        runner = _RayRunner(out, config, todo, n_workers, progress, echo, address=address)
+    else:
+        runner = _Runner(out, config, todo, n_workers, progress, echo)
     try:
         runner.run()
     finally:
@@ -966,6 +1004,83 @@ class _Runner:
         self.pool.close()
         self.pool.join()
         self.pool = None
+
+
+def _ray_work(job: dict, ctx: dict) -> dict:
+    """Ray task: a warm-up or one unit computed from the shipped context (nothing written)."""
+    import numba
+
+    numba.set_num_threads(1)
+    if job["kind"] == "warmup":
+        return _execute_warmup(job)
+    return compute_unit(job, ctx)
+
+
+class _RayRunner(_Runner):
+    """Units as Ray tasks (a local Ray by default, a cluster by ``address``).
+
+    The driver prepares the references and the policy set, ships them to the workers once
+    (``ray.put``), warms every method group's kernels once per node, then submits every
+    unit. Each task returns its arrays; the driver writes the unit files, so the workers
+    need no shared filesystem, and a folder can be resumed by either executor.
+    """
+
+    def __init__(self, out, config, todo, n_workers, progress, echo, address=None):
+        super().__init__(out, config, todo, n_workers, progress, echo)
+        self.address = address
+
+    def run(self):
+        try:
+            import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        except ImportError:
+            raise ImportError("executor 'ray' needs Ray: pip install -e \".[ray]\"") from None
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        started = not ray.is_initialized()
+        if started:
+            kw = ({"address": self.address} if self.address else
+                  {"num_cpus": self.n_workers, "include_dashboard": False,
+                   "object_store_memory": 200 * 2**20})
+            ray.init(log_to_driver=False, configure_logging=False, **kw)
+        try:
+            self._prepare_all()
+            self.seconds_prepare = time.perf_counter() - t0
+            starts, _ = load_npz(self.out / "start_policies.npz", required={"pi_s": 2})
+            ctx = {"pi_s": starts["pi_s"], "pi_lb": starts.get("pi_lb")}
+            if any(METHODS[jb["method"]].group == "adapt" for jb in self.todo):
+                from ..policyset import PolicySet
+
+                ctx["ps"] = PolicySet.load(self.out / "policyset.npz")
+            payload = ray.put(ctx)
+            task = ray.remote(num_cpus=1)(_ray_work)
+            groups = sorted({METHODS[jb["method"]].group for jb in self.todo})
+            warm = []
+            for node in (n for n in ray.nodes() if n.get("Alive")):
+                on_node = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
+                for g in groups:
+                    methods = sorted({jb["method"] for jb in self.todo
+                                      if METHODS[jb["method"]].group == g},
+                                     key=list(METHODS).index)
+                    warm.append(task.options(scheduling_strategy=on_node).remote(
+                        _warmup_job(g, methods, self.config), payload))
+            ray.get(warm)
+            self.bar = tqdm(total=len(self.todo), desc="units (ray)", unit="run",
+                            disable=not self.progress)
+            pending = {task.remote(jb, payload): jb for jb in self.todo}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    jb = pending.pop(ref)
+                    self._account(write_unit(jb, ray.get(ref)))
+        finally:
+            if started:
+                ray.shutdown()
+        self.seconds_total = time.perf_counter() - t0
+
+
+EXECUTORS = ("process", "ray")
 
 
 # -- aggregation -----------------------------------------------------------------------
