@@ -451,3 +451,26 @@ def test_summary_covers_every_method_on_disk(folder, tmp_path):
     summary = json.loads((copy / "summary.json").read_text())
     assert set(summary["methods"]) == set(METHODS)
     assert summary["methods"]["ours"]["n_runs"] == N_TASKS
+
+
+def test_progress_csv_per_unit(folder):
+    """OmniSafe-style progress.csv next to every unit: observed and exact side by side."""
+    import csv
+
+    from safemeta_fast.experiments.paper import PROGRESS_BLOCK
+
+    out, _ = folder
+    for unit in _unit_files(out):
+        rows = list(csv.DictReader(unit.with_suffix(".progress.csv").open()))
+        arrays, _ = load_npz(unit, required={})
+        er = arrays["exact_reward"]
+        assert len(rows) == -(-er.size // PROGRESS_BLOCK)
+        assert int(rows[-1]["Episode"]) == er.size
+        assert float(rows[0]["Exact/EpRet"]) == pytest.approx(er[:PROGRESS_BLOCK].mean(), rel=1e-9)
+        assert float(rows[-1]["Regret"]) == pytest.approx(arrays["regret"][-1], rel=1e-9)
+        assert sum(int(r["Violations"]) for r in rows) == int(arrays["violations"])
+        sampled = unit.parent.name in ("ours", "safe_pce", "safe_pce_paper", "pce")
+        assert (rows[0]["Metrics/EpRet"] != "") == sampled
+        if sampled:
+            obs = arrays["observed_reward"][:PROGRESS_BLOCK].mean()
+            assert float(rows[0]["Metrics/EpRet"]) == pytest.approx(obs, rel=1e-9)

@@ -59,6 +59,7 @@ import numpy as np
 
 from ..runio import (
     RunFolderError,
+    atomic_write_bytes,
     config_diff,
     config_hash,
     load_npz,
@@ -538,7 +539,8 @@ def _from_testlog(log, regret) -> dict:
         changes = np.flatnonzero(np.diff(log.candidate) != 0) + 1
     return {"exact_reward": log.exact_reward, "exact_cost": log.exact_cost, "regret": regret,
             "stopped_on_violation": bool(log.stopped_on_violation),
-            "policy_starts": np.concatenate([[0], changes]).astype(np.int64), "info": info}
+            "policy_starts": np.concatenate([[0], changes]).astype(np.int64), "info": info,
+            "observed_reward": log.reward, "observed_cost": log.cost}
 
 
 def _run_ours(profile: str):
@@ -666,6 +668,10 @@ def compute_unit(job: dict, ctx=None) -> dict:
         arrays = {"regret": regret, "exact_reward": reward, "exact_cost": cost,
                   "violations": np.int64(violations), "wall_time": np.float64(wall),
                   "policy_starts": np.asarray(rec["policy_starts"], dtype=np.int64)}
+        if "observed_reward" in rec:  # sampled returns (test-time methods)
+            arrays["observed_reward"] = np.ascontiguousarray(rec["observed_reward"], dtype=np.float64)
+            arrays["observed_cost"] = np.ascontiguousarray(
+                rec["observed_cost"], dtype=np.float64).reshape(reward.size, -1)
         return dict(head, ok=True, wall_time=wall, violations=violations,
                     final_regret=meta["final_regret"], arrays=arrays, meta=meta)
     except Exception as exc:  # reported by the parent; other units go on
@@ -673,11 +679,49 @@ def compute_unit(job: dict, ctx=None) -> dict:
                     traceback=traceback.format_exc())
 
 
+#: Episodes per row of a unit's progress.csv.
+PROGRESS_BLOCK = 1000
+
+
+def progress_table(arrays: dict, limit, block: int = PROGRESS_BLOCK) -> str:
+    """A unit's ``progress.csv`` in OmniSafe's metric names, one row per block of episodes.
+
+    Columns: ``Episode`` (episodes done at the row's end), ``Metrics/EpRet`` and
+    ``Metrics/EpCost`` (mean *observed* discounted returns over the block; empty for methods
+    that record no sampled returns), ``Exact/EpRet``, ``Exact/EpCost`` (mean exact values of
+    the deployed policies), ``Exact/MaxCost``, ``Violations`` (episodes above the limit in
+    the block) and ``Regret`` (cumulative, at the row's end). The first cost constraint is
+    reported (the gridworld has one).
+    """
+    er = np.asarray(arrays["exact_reward"])
+    ec = np.asarray(arrays["exact_cost"]).reshape(er.size, -1)
+    reg = np.asarray(arrays["regret"])
+    obs_r = arrays.get("observed_reward")
+    obs_c = arrays.get("observed_cost")
+    lim = float(np.min(limit))
+    rows = ["Episode,Metrics/EpRet,Metrics/EpCost,Exact/EpRet,Exact/EpCost,Exact/MaxCost,"
+            "Violations,Regret"]
+    for lo in range(0, er.size, block):
+        hi = min(lo + block, er.size)
+        obs = ("", "")
+        if obs_r is not None:
+            obs = (f"{np.mean(obs_r[lo:hi]):.10g}",
+                   f"{np.mean(np.asarray(obs_c).reshape(er.size, -1)[lo:hi, 0]):.10g}")
+        viol = int(np.count_nonzero(np.any(ec[lo:hi] > lim + VIOLATION_TOL, axis=1)))
+        rows.append(f"{hi},{obs[0]},{obs[1]},{np.mean(er[lo:hi]):.10g},"
+                    f"{np.mean(ec[lo:hi, 0]):.10g},{np.max(ec[lo:hi]):.10g},{viol},"
+                    f"{reg[hi - 1]:.10g}")
+    return "\n".join(rows) + "\n"
+
+
 def write_unit(job: dict, res: dict) -> dict:
-    """Write a successful :func:`compute_unit` record to the job's unit file (atomically);
-    returns the short record the scheduler accounts (arrays dropped)."""
+    """Write a successful :func:`compute_unit` record to the job's unit file and its
+    ``progress.csv`` (atomically); returns the short record the scheduler accounts."""
     if res["ok"]:
-        save_npz(job["path"], res["arrays"], res["meta"])
+        path = Path(job["path"])
+        atomic_write_bytes(path.with_suffix(".progress.csv"),
+                           progress_table(res["arrays"], res["meta"]["cost_limit"]).encode())
+        save_npz(path, res["arrays"], res["meta"])
     return {k: v for k, v in res.items() if k not in ("arrays", "meta")}
 
 
