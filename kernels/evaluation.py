@@ -392,3 +392,32 @@ def evaluate_batch(ptr, nxt, prob, r, c, nu0, pis, gamma, mode, rtol, max_sweeps
     for i in prange(n):
         status[i] = evaluate_one(ptr, nxt, prob, r, c, nu0, pis[i], gamma, mode, rtol,
                                  max_sweeps, out[i])
+
+
+@njit(cache=True, parallel=True)
+def evaluate_affine_tasks(ptr, nxt, prob0, dprob, r0, dr, c0, dc, nu00, dnu0, dtheta, pis, gamma,
+                          mode, rtol, max_sweeps, out, status):
+    """Values of m policies on n tasks whose data are affine in theta; parallel over tasks.
+
+    Task t has ``prob = prob0 + sum_k dtheta[t, k] dprob[k]`` on the fixed successor lists
+    (ptr, nxt), and likewise r (S, A), c (S, A, K) and nu0 (S,). ``out`` (n, m, 1 + K),
+    ``status`` (n, m). Each task is built and solved in its own iteration, so the results
+    do not depend on the thread count.
+    """
+    n, d = dtheta.shape
+    m = pis.shape[0]
+    for t in prange(n):
+        prob = prob0.copy()
+        r = r0.copy()
+        c = c0.copy()
+        nu0 = nu00.copy()
+        for k in range(d):
+            x = dtheta[t, k]
+            if x != 0.0:
+                prob += x * dprob[k]
+                r += x * dr[k]
+                c += x * dc[k]
+                nu0 += x * dnu0[k]
+        for i in range(m):
+            status[t, i] = evaluate_one(ptr, nxt, prob, r, c, nu0, pis[i], gamma, mode, rtol,
+                                        max_sweeps, out[t, i])

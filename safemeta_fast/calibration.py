@@ -37,7 +37,7 @@ from .seeding import resolve_seed
 from .tasks import TaskFamily
 from .validation import check_bool, check_int, check_real
 
-__all__ = ["Calibration", "calibrate", "value_vectors"]
+__all__ = ["Calibration", "calibrate", "value_vectors", "family_value_vectors"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,6 +199,27 @@ def value_vectors(ps, tasks, *, progress: bool = False, desc: str = "value vecto
             nu0 if same_nu0 else None)
 
 
+def family_value_vectors(ps, family, thetas, *, progress: bool = False,
+                         desc: str = "value vectors"):
+    """:func:`value_vectors` of the family's tasks at ``thetas`` (n, d).
+
+    For an affine family (:meth:`~safemeta_fast.tasks.TaskFamily.affine_model`) whose
+    parameters lie in the distribution's box, one parallel kernel evaluates every task
+    without building it; otherwise the tasks are built and evaluated one by one.
+    """
+    from .evaluation import evaluate_affine
+
+    th = family.check_params(thetas)
+    model = family.affine_model()
+    lo, hi = family.distribution.low, family.distribution.high
+    if model is None or not np.all((th >= lo) & (th <= hi)):
+        return value_vectors(ps, family.build_many(th), progress=progress, desc=desc)
+    _check_compatible(ps, model.base, 0)
+    x = evaluate_affine(model, th, _components(ps))
+    r_range, c_range, same_nu0 = model.ranges(th)
+    return x, r_range, c_range, (np.array(model.base.nu0) if same_nu0 else None)
+
+
 def _check_compatible(ps, M, i):
     if (M.n_states, M.n_actions, M.n_constraints) != (ps.n_states, ps.n_actions, ps.n_constraints):
         raise ValueError(
@@ -290,10 +311,10 @@ def calibrate(ps, family: TaskFamily, *, n_reference: int = 2000, n_calibration:
     gA, gB = (np.random.default_rng(s) for s in ss.spawn(2))
     thA = family.check_params(family.sample(nA, seed=gA))
     thB = family.check_params(family.sample(nB, seed=gB))
-    xA, rrA, crA, nuA = value_vectors(ps, family.build_many(thA), progress=progress,
-                                      desc="calibration: reference tasks")
-    xB, rrB, crB, nuB = value_vectors(ps, family.build_many(thB), progress=progress,
-                                      desc="calibration: calibration tasks")
+    xA, rrA, crA, nuA = family_value_vectors(ps, family, thA, progress=progress,
+                                             desc="calibration: reference tasks")
+    xB, rrB, crB, nuB = family_value_vectors(ps, family, thB, progress=progress,
+                                             desc="calibration: calibration tasks")
     t_eval = time.perf_counter() - t0
     m, T = xA.shape[1], xA.shape[2]
     b = np.asarray(ps.cost_limit)

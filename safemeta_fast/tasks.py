@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -28,6 +29,7 @@ __all__ = [
     "Uniform",
     "Empirical",
     "TaskFamily",
+    "AffineModel",
 ]
 
 
@@ -252,6 +254,21 @@ class TaskFamily(ABC):
             raise ValueError(f"thetas[{i}, {j}] is {arr[i, j]}; it must be finite")
         return np.ascontiguousarray(arr)
 
+    def affine_model(self):
+        """The family's data as an affine function of theta on one support, or None.
+
+        Built once (cached) from the tasks at the centre of the distribution's box and one
+        step along each coordinate, then checked on the box's corners (up to 8) and two
+        inner points: every task there must lie on the same successor support and match
+        the affine reconstruction to 1e-12. Families that are not affine (or not on one
+        support) return None and are evaluated task by task.
+        """
+        if "_affine_model" in self.__dict__:
+            return self.__dict__["_affine_model"]
+        model = AffineModel.fit(self)
+        self.__dict__["_affine_model"] = model
+        return model
+
     @property
     def has_parameter_distance(self) -> bool:
         return self.parameter_scale is not None
@@ -300,3 +317,112 @@ class TaskFamily(ABC):
         return self._task_cmdp
 
 
+
+
+def _on_support(M: CMDP, ptr: np.ndarray, nxt: np.ndarray):
+    """M's transition probabilities laid on the support (ptr, nxt), or None if M has a
+    successor with positive probability outside it."""
+    S = M.n_states
+    rows = np.repeat(np.arange(ptr.size - 1), np.diff(ptr))
+    base = rows * S + nxt
+    order = np.argsort(base, kind="stable")
+    mrows = np.repeat(np.arange(M.succ_ptr.size - 1), np.diff(M.succ_ptr))
+    keys = mrows * S + np.asarray(M.succ_next)
+    pos = np.searchsorted(base[order], keys)
+    pos = np.minimum(pos, base.size - 1)
+    hit = base[order][pos] == keys
+    probs = np.asarray(M.succ_prob)
+    if np.any(~hit & (probs > 0)):
+        return None
+    out = np.zeros(base.size)
+    out[order[pos[hit]]] = probs[hit]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class AffineModel:
+    """CMDP data affine in theta: ``x(theta) = x(theta0) + sum_k (theta_k - theta0_k) slope_k``.
+
+    ``base`` is the task at ``theta0``; ``dprob`` (d, nnz) are slopes of its successor
+    probabilities (on its support), ``dr`` (d, S, A), ``dc`` (d, S, A, K), ``dnu0`` (d, S).
+    Used by :func:`safemeta_fast.evaluation.evaluate_affine` to evaluate policies on many
+    tasks without building a CMDP per task.
+    """
+
+    base: CMDP
+    theta0: np.ndarray
+    prob0: np.ndarray
+    dprob: np.ndarray
+    dr: np.ndarray
+    dc: np.ndarray
+    dnu0: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.theta0.size
+
+    @classmethod
+    def fit(cls, family: "TaskFamily"):
+        lo = np.asarray(family.distribution.low, dtype=np.float64)
+        hi = np.asarray(family.distribution.high, dtype=np.float64)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            return None
+        theta0 = (lo + hi) / 2.0
+        h = (hi - lo) / 4.0
+        M0 = family.build(theta0)
+        ptr, nxt = np.asarray(M0.succ_ptr), np.asarray(M0.succ_next)
+        d = theta0.size
+        slopes = []
+        for k in range(d):
+            step = np.zeros(d)
+            step[k] = h[k]
+            Mk = family.build(theta0 + step)
+            pk = _on_support(Mk, ptr, nxt)
+            if pk is None or not _same_frame(M0, Mk):
+                return None
+            slopes.append(((pk - M0.succ_prob) / h[k], (np.asarray(Mk.r) - M0.r) / h[k],
+                           (np.asarray(Mk.c) - M0.c) / h[k], (np.asarray(Mk.nu0) - M0.nu0) / h[k]))
+        model = cls(base=M0, theta0=theta0, prob0=np.ascontiguousarray(M0.succ_prob),
+                    dprob=np.ascontiguousarray([x[0] for x in slopes]),
+                    dr=np.ascontiguousarray([x[1] for x in slopes]),
+                    dc=np.ascontiguousarray([x[2] for x in slopes]),
+                    dnu0=np.ascontiguousarray([x[3] for x in slopes]))
+        corners = np.array(np.meshgrid(*[[a, b] for a, b in zip(lo, hi)])).reshape(d, -1).T[:8]
+        inner = theta0 + h * np.array([[0.3] * d, [-0.7] * d])
+        for th in np.concatenate([corners, inner]):
+            if not model.matches(family.build(th), th):
+                return None
+        return model
+
+    def at(self, theta):
+        """(prob on the base support, r, c, nu0) reconstructed at theta."""
+        x = np.asarray(theta, dtype=np.float64).reshape(-1) - self.theta0
+        return (self.prob0 + x @ self.dprob, self.base.r + np.tensordot(x, self.dr, 1),
+                self.base.c + np.tensordot(x, self.dc, 1), self.base.nu0 + x @ self.dnu0)
+
+    def matches(self, M: CMDP, theta, tol: float = 1e-12) -> bool:
+        """Whether the built task M equals the reconstruction at theta (to ``tol``)."""
+        p = _on_support(M, self.base.succ_ptr, self.base.succ_next)
+        if p is None or not _same_frame(self.base, M):
+            return False
+        prob, r, c, nu0 = self.at(theta)
+        return all(np.max(np.abs(a - b)) <= tol * (1.0 + np.max(np.abs(b)))
+                   for a, b in ((prob, p), (r, M.r), (c, M.c), (nu0, M.nu0)))
+
+    def ranges(self, thetas):
+        """Per-step reward range (2,), cost ranges (K, 2) over the tasks, and whether they
+        share nu0."""
+        x = np.asarray(thetas, dtype=np.float64).reshape(-1, self.dim) - self.theta0
+        S, A, K = self.base.n_states, self.base.n_actions, self.base.n_constraints
+        r = np.asarray(self.base.r).reshape(1, -1) + x @ self.dr.reshape(self.dim, -1)
+        c = (np.asarray(self.base.c).reshape(1, -1) + x @ self.dc.reshape(self.dim, -1)
+             ).reshape(-1, S * A, K)
+        same_nu0 = bool(np.all(self.dnu0 == 0.0))
+        return (np.array([r.min(), r.max()]),
+                np.stack([c.min(axis=(0, 1)), c.max(axis=(0, 1))], axis=1), same_nu0)
+
+
+def _same_frame(M0: CMDP, M: CMDP) -> bool:
+    return ((M.n_states, M.n_actions, M.n_constraints) == (M0.n_states, M0.n_actions,
+                                                          M0.n_constraints)
+            and M.gamma == M0.gamma and np.array_equal(M.cost_limit, M0.cost_limit))

@@ -62,12 +62,24 @@ def _label(family: TaskFamily, theta) -> str:
 
 def _sampled_slack(family: TaskFamily, params: np.ndarray, pi_s, progress: bool,
                    chunk: int = 2048) -> np.ndarray:
-    """Smallest exact slack of pi_s on each sampled task, shape (N,), built chunk by chunk."""
+    """Smallest exact slack of pi_s on each sampled task, shape (N,).
+
+    An affine family (:meth:`TaskFamily.affine_model`) is evaluated in one parallel kernel
+    without building the tasks; otherwise tasks are built and verified chunk by chunk.
+    """
+    from .evaluation import evaluate_affine
+
+    model = family.affine_model()
+    lo, hi = family.distribution.low, family.distribution.high
+    if model is not None and np.all((params >= lo) & (params <= hi)):
+        vals = evaluate_affine(model, params, np.asarray(pi_s)[None])[:, 0, 1:]
+        return (np.asarray(model.base.cost_limit)[None, :] - vals).min(axis=1)
     slack = np.empty(params.shape[0])
-    for lo in tqdm(range(0, params.shape[0], chunk), desc="verifying pi_s on sampled tasks",
-                   disable=not progress, leave=False):
-        tasks = [family.build(theta) for theta in params[lo:lo + chunk]]
-        slack[lo:lo + len(tasks)] = verify_safe_policy(pi_s, tasks, raise_on_unsafe=False).slack.min(axis=1)
+    for lo_i in tqdm(range(0, params.shape[0], chunk), desc="verifying pi_s on sampled tasks",
+                     disable=not progress, leave=False):
+        tasks = [family.build(theta) for theta in params[lo_i:lo_i + chunk]]
+        slack[lo_i:lo_i + len(tasks)] = verify_safe_policy(
+            pi_s, tasks, raise_on_unsafe=False).slack.min(axis=1)
     return slack
 
 
