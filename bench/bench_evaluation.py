@@ -103,3 +103,37 @@ def test_evaluate_many_twin(benchmark, many):
 
     out = benchmark.pedantic(loop, rounds=5, iterations=1)
     assert len(out) == N_MANY
+
+
+N_TASKS = 4000
+
+
+@pytest.fixture(scope="module")
+def affine_tasks():
+    from safemeta_fast.envs import GridworldFamily
+
+    fam = GridworldFamily()
+    rng = np.random.default_rng(1)
+    pis = np.stack([random_policy(rng, 49, 4) for _ in range(10)])
+    return fam, fam.check_params(fam.sample(N_TASKS, seed=2)), pis
+
+
+def test_evaluate_affine_batch(benchmark, affine_tasks):
+    """10 policies on 4,000 gridworld tasks in one kernel (the calibration's workload)."""
+    from safemeta_fast.evaluation import evaluate_affine
+
+    fam, th, pis = affine_tasks
+    benchmark.group = f"10 policies on {N_TASKS} tasks"
+    model = fam.affine_model()
+    evaluate_affine(model, th[:10], pis)
+    out = benchmark(evaluate_affine, model, th, pis)
+    assert out.shape == (N_TASKS, 10, 2)
+
+
+def test_evaluate_affine_task_by_task(benchmark, affine_tasks):
+    """The same by building every task and calling evaluate_many (the previous path)."""
+    fam, th, pis = affine_tasks
+    benchmark.group = f"10 policies on {N_TASKS} tasks"
+    out = benchmark.pedantic(lambda: [evaluate_many(M, pis).reward for M in fam.build_many(th)],
+                             rounds=2, iterations=1)
+    assert len(out) == N_TASKS
