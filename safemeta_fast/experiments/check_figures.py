@@ -26,7 +26,8 @@ def plot_histograms(panels: list, *, path, title: str = "", bins: int = 50):
     ----------
     panels : list of dict
         Each: ``values`` (1-D array), ``title``, ``xlabel`` and optionally ``lines``
-        (dict label -> x position, drawn as vertical lines).
+        (dict label -> x position, drawn as vertical lines; a line more than two data
+        spans away from the data is only named in the legend).
     path : str or Path
         PNG file.
     title : str
@@ -42,10 +43,16 @@ def plot_histograms(panels: list, *, path, title: str = "", bins: int = 50):
     axes = np.atleast_1d(fig.subplots(len(panels), 1))
     for ax, p in zip(axes, panels):
         v = np.asarray(p["values"], dtype=float)
-        ax.hist(v[np.isfinite(v)], bins=bins, color="tab:blue", alpha=0.75)
+        v = v[np.isfinite(v)]
+        ax.hist(v, bins=bins, color="tab:blue", alpha=0.75)
+        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+        span = max(hi - lo, 1e-12)
         for i, (label, x) in enumerate(p.get("lines", {}).items()):
-            ax.axvline(x, color=f"C{i + 1}", ls=_LINE_STYLES[i % len(_LINE_STYLES)], lw=1.4,
-                       label=f"{label} = {x:.4g}")
+            if lo - 2 * span <= x <= hi + 2 * span:
+                ax.axvline(x, color=f"C{i + 1}", ls=_LINE_STYLES[i % len(_LINE_STYLES)], lw=1.4,
+                           label=f"{label} = {x:.4g}")
+            else:  # far outside the data: named in the legend, not drawn (keeps the scale)
+                ax.plot([], [], " ", label=f"{label} = {x:.4g} (off scale)")
         ax.set_title(p["title"], fontsize=9)
         ax.set_xlabel(p["xlabel"])
         ax.set_ylabel("tasks")

@@ -506,6 +506,8 @@ def check_margin(out, *, ratios=(0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0), n_tasks
     eps, which this run does not build. ``reference`` (own eps 0.01) and ``certified``
     (no eps) do not depend on the sweep and run once; the certified profile's guarantee
     is never vacuous (it needs no margin), its regret is reported.
+    ``episodes_before_first_update`` is the paper's update gate ``32 ln(4K/delta) /
+    ((1-gamma)^2 v_lm^2)`` of the first window (alpha stays 0 until then).
 
     Parameters
     ----------
@@ -547,10 +549,14 @@ def check_margin(out, *, ratios=(0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0), n_tasks
             return profile_runs(ad, tasks, refs, seeds, threads=jobs), {}
         runs = rf.part(f"paper_{eps:.6e}", compute)[0]
         vs = float(np.min(ps.v_s) / G)
+        c = ad.constants
+        v0 = float(np.min(ps.v_s[int(np.argmax(ps.u))]) / G)  # v_lm of the first window
+        gate = c["gate_offset"] + min(max(c["gate_const"] / v0 ** 2, c["gate_min"]), c["gate_max"])
         rows.append({"profile": "paper", "point": label, "eps": float(eps),
                      "ratio": (8 * L + 18) * eps / xi, "precondition_margin": bool((8 * L + 18) * eps <= xi),
                      "precondition_v_s": bool(vs > (4 * L + 9) * eps),
                      "guarantee_vacuous": not ad.guarantee,
+                     "episodes_before_first_update": float(gate),
                      **_rates(runs, n_episodes)})
     for name in ("reference", "certified"):
         runs = _run_profile_part(rf, f"profile_{name}", ps, [name], tasks, refs, seeds,
