@@ -28,6 +28,7 @@ from pathlib import Path
 from ..runio import (
     atomic_write_bytes,
     config_diff,
+    csv_text,
     load_npz,
     read_json,
     remove_stale_temporaries,
@@ -36,32 +37,10 @@ from ..runio import (
 )
 from .paper import ConfigMismatchError
 
-__all__ = ["RunFolder", "csv_text"]
+__all__ = ["RunFolder"]
 
 #: Layout version of an experiment run folder.
 SCHEMA = 1
-
-
-def csv_text(rows: list) -> str:
-    """CSV text of a list of flat dicts (columns: union of keys in first-seen order)."""
-    cols: list = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    out = [",".join(cols)]
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if v is None:
-                cells.append("")
-            elif isinstance(v, float):
-                cells.append(f"{v:.10g}")
-            elif isinstance(v, str):
-                cells.append('"' + v.replace('"', '""') + '"')
-            else:
-                cells.append(str(v))
-        out.append(",".join(cells))
-    return "\n".join(out) + "\n"
 
 
 class RunFolder:
