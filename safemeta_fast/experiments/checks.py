@@ -353,7 +353,7 @@ def check_shift(out, *, shifts=(0, 1, 2, 3, 4), wide_std: float | None = 0.06,
     t0 = time.perf_counter()
     ps = _policy_set(rf, seed, progress)
     seeds = [_sub_seed(seed, f"run{j}") % 2**31 for j in range(n_seeds)]
-    rows, per_dist = [], []
+    rows, per_dist, task_noises = [], [], {}
     for label, mean, std in tqdm(_shift_distributions(cfg["shifts"], cfg["wide_std"]),
                                  desc="shift: distributions", disable=not progress):
         noises = _family(mean, std).sample(n_tasks, seed=_sub_seed(seed, label))[:, 0]
@@ -375,7 +375,9 @@ def check_shift(out, *, shifts=(0, 1, 2, 3, 4), wide_std: float | None = 0.06,
                    "tasks_pi_s_infeasible": int((~pis_ok).sum()),
                    **_rates(runs, n_episodes, m),
                    "runs_with_violation_where_pi_s_feasible":
-                       int(((runs["violations"] > 0) & m & ok_task).sum())}
+                       int(((runs["violations"] > 0) & m & ok_task).sum()),
+                   "violating_task_noises": " ".join(
+                       f"{x:.4f}" for x in kept[np.unique(runs["task"][m & (runs["violations"] > 0)])])}
             if name == "certified":
                 ref_at = runs["refuted_at"][m]
                 hit = ref_at >= 0
@@ -389,6 +391,7 @@ def check_shift(out, *, shifts=(0, 1, 2, 3, 4), wide_std: float | None = 0.06,
                 })
             rows.append(row)
         per_dist.append(label)
+        task_noises[label] = kept.tolist()
     figures = []
     if per_dist:
         x = np.arange(len(per_dist))
@@ -408,6 +411,7 @@ def check_shift(out, *, shifts=(0, 1, 2, 3, 4), wide_std: float | None = 0.06,
                           f"K = {n_episodes}")
         figures.append("shift.png")
     res = {"figures": figures, "n_cover": ps.n_policies, "seeds": seeds,
+           "task_noises": task_noises,
            "seconds": time.perf_counter() - t0, "parts_computed": rf.n_computed,
            "parts_skipped": rf.n_skipped}
     rf.write_results(res, rows)
