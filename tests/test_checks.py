@@ -55,7 +55,8 @@ def _seeded(tmp_path, name, policy_set):
 
 
 def test_registry_and_unknown_name():
-    assert set(EXPERIMENTS) == {"safe-policy", "shift", "alpha-schedule", "margin", "cover"}
+    assert set(EXPERIMENTS) == {"safe-policy", "shift", "alpha-schedule", "margin", "cover",
+                                "oracle-noise"}
     with pytest.raises(ValueError, match="experiment is 'nope'"):
         run_experiment("nope", "/tmp/x")
 
@@ -188,3 +189,25 @@ def test_cli_experiment_runs_and_resumes(tmp_path, capsys):
     # the command on a folder of other parameters is refused, naming the key
     assert main(["experiment", "cover", "--quick", "--out", str(out), "--no-progress"]) == 1
     assert "n_heldout" in capsys.readouterr().err
+
+
+def test_oracle_noise_quality_and_recount(tmp_path):
+    out = tmp_path / "oracle"
+    run_experiment("oracle-noise", out, progress=False, oracles=("lp", "primal_dual:1.0:300"),
+                   n_tasks=2, n_seeds=1, n_episodes=1000, **TINY_TRAIN)
+    doc = _results(out)
+    assert [(r["oracle"], r["profile"]) for r in doc["rows"]] == [
+        (o, p) for o in ("lp", "primal_dual:1.0:300") for p in ("certified", "reference")]
+    lp, pd = doc["rows"][0], doc["rows"][2]
+    assert abs(lp["max_suboptimality"]) < 1e-6          # the LP is O_l's exact optimum
+    assert pd["max_suboptimality"] > 1e-3               # entropy at beta 1 costs reward
+    for k, o in enumerate(("lp", "primal_dual:1.0:300")):
+        arrays, meta = load_npz(out / "parts" / f"oracle_{k}.npz")
+        for p, name in enumerate(meta["profiles"]):
+            row = next(r for r in doc["rows"] if r["oracle"] == o and r["profile"] == name)
+            m = arrays["profile"] == p
+            assert row["runs_with_violation"] == int((arrays["violations"][m] > 0).sum())
+            assert row["mean_regret"] == pytest.approx(arrays["final_regret"][m].mean())
+    assert (out / "policyset_0.npz").exists() and (out / "policyset_1.npz").exists()
+    with pytest.raises(ValueError, match="oracles entry 'simplex'"):
+        run_experiment("oracle-noise", tmp_path / "bad", progress=False, oracles=("simplex",))

@@ -15,7 +15,9 @@ the command's names to them with their quick and full parameters.
 * :func:`check_margin` (``margin``): the paper profile's eps swept relative to the margin
   xi, where its preconditions hold and what they cost;
 * :func:`check_cover` (``cover``): model distance of held-out tasks to the nearest cover
-  task against eps; covered fraction against the paper's 1 - 6 delta.
+  task against eps; covered fraction against the paper's 1 - 6 delta;
+* :func:`check_oracle_noise` (``oracle-noise``): an inexact O_l (the authors'
+  primal-dual solver, and a noisier temperature) against the exact LP.
 
 Every experiment trains (when it needs to) with the README tour's recipe
 ``train(GridworldFamily(), eps=train_eps, delta=train_delta, distance="parameter",
@@ -44,7 +46,8 @@ from .profile_runs import adapter, profile_runs
 from .runfolder import RunFolder
 
 __all__ = ["Experiment", "EXPERIMENTS", "run_experiment", "check_safe_policy", "check_shift",
-           "check_alpha_schedule", "check_margin", "check_cover", "SAFE_POLICY_OPTIONS"]
+           "check_alpha_schedule", "check_margin", "check_cover", "check_oracle_noise",
+           "quantile_noises", "nearest_cover_distance", "SAFE_POLICY_OPTIONS"]
 
 #: Noise of the paper's pessimistic task (pi_s = its optimum).
 _SAFE_NOISE = 0.4
@@ -87,8 +90,13 @@ def _train_config(train_eps, train_delta, n_reference, n_calibration) -> dict:
             "n_calibration": check_int("n_calibration", n_calibration, 1)}
 
 
-def _policy_set(rf: RunFolder, seed: int, progress: bool):
-    """The tour recipe's policy set of the folder (trained once, then loaded)."""
+def _policy_set(rf: RunFolder, seed: int, progress: bool, *, name: str = "policyset",
+                safe_policy=None, oracle: str = "lp", oracle_options=None):
+    """The tour recipe's policy set of the folder (trained once, then loaded).
+
+    ``safe_policy`` defaults to the pessimistic task gridworld(0.4) solved by ``oracle``;
+    ``oracle``/``oracle_options`` choose O_l (:func:`safemeta_fast.training.train`).
+    """
     import warnings
 
     from ..envs import gridworld
@@ -100,11 +108,12 @@ def _policy_set(rf: RunFolder, seed: int, progress: bool):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return train(_family(), eps=c["train_eps"], delta=c["train_delta"],
-                         distance="parameter", safe_policy=gridworld(_SAFE_NOISE), seed=seed,
-                         progress=progress,
+                         distance="parameter", seed=seed, progress=progress,
+                         safe_policy=gridworld(_SAFE_NOISE) if safe_policy is None else safe_policy,
+                         oracle=oracle, oracle_options=oracle_options,
                          calibration_options={"n_reference": c["n_reference"],
                                               "n_calibration": c["n_calibration"]})
-    return rf.policy_set(make)
+    return rf.policy_set(make, name)
 
 
 def _feasible_tasks(noises) -> tuple:
@@ -695,6 +704,94 @@ def check_cover(out, *, n_heldout=(50, 10_000), eps: float = 0.005, delta: float
     return {**res, "rows": rows}
 
 
+# -- 6. oracle-noise --------------------------------------------------------------------
+
+
+def _oracle_spec(text: str) -> tuple:
+    """``"lp"`` or ``"primal_dual:BETA[:N_ITER]"`` -> (oracle, options)."""
+    if text == "lp":
+        return "lp", {}
+    parts = text.split(":")
+    if parts[0] != "primal_dual" or len(parts) not in (2, 3):
+        raise ValueError(f"oracles entry {text!r}: expected 'lp' or 'primal_dual:BETA[:N_ITER]'")
+    opts = {"beta": check_real(f"beta of {text!r}", float(parts[1]), 0.0, lo_open=True)}
+    if len(parts) == 3:
+        opts["n_iter"] = check_int(f"n_iter of {text!r}", int(parts[2]), 1)
+    return "primal_dual", opts
+
+
+def check_oracle_noise(out, *, oracles=("lp", "primal_dual:0.1", "primal_dual:1.0"),
+                       n_tasks: int = 10, n_seeds: int = 5, n_episodes: int = 40_000,
+                       profiles=("certified", "reference"), seed: int = 0,
+                       train_eps: float = 0.005, train_delta: float = 0.05,
+                       n_reference: int = 2000, n_calibration: int = 2000,
+                       progress: bool = True, jobs=None) -> dict:
+    """An inexact O_l: candidate quality and its effect on the test-time phase.
+
+    The training recipe runs once per O_l option: the exact occupancy LP, and the
+    entropy-regularised primal-dual solver (``"primal_dual:BETA[:N_ITER]"``; beta 0.1 is
+    the authors' oracle, larger beta is a noisier one). pi_s is the same for every option
+    (the LP optimum of noise 0.4), so only the candidates change. Reported per option: the
+    candidates' own-task suboptimality ``LP optimum - u_i`` (max) and smallest own-task
+    slack ``v_i`` (negative: only relaxed-feasible), then per profile the regret against
+    the exact LP optimum and the violations on tasks at quantiles of D.
+
+    Parameters
+    ----------
+    out : str or Path
+    oracles : sequence of str
+    n_tasks, n_seeds, n_episodes : int
+    profiles : sequence of str
+    seed, train_eps, train_delta, n_reference, n_calibration, progress, jobs
+        As in :func:`check_shift`.
+
+    Returns
+    -------
+    dict
+    """
+    from ..envs import gridworld
+    from ..lp import solve_lp
+
+    specs = [_oracle_spec(o) for o in oracles]
+    if not specs or not profiles:
+        raise ValueError("oracles and profiles must each hold at least one entry")
+    cfg = {"oracles": list(oracles), "n_tasks": check_int("n_tasks", n_tasks, 1),
+           "n_seeds": check_int("n_seeds", n_seeds, 1),
+           "n_episodes": check_int("n_episodes", n_episodes, 1), "profiles": list(profiles),
+           "seed": check_int("seed", seed, 0),
+           **_train_config(train_eps, train_delta, n_reference, n_calibration)}
+    rf = RunFolder(out, "oracle-noise", cfg)
+    t0 = time.perf_counter()
+    pi_s = np.asarray(solve_lp(gridworld(_SAFE_NOISE)).policy)
+    tasks, refs, noises = _feasible_tasks(quantile_noises(n_tasks))
+    seeds = [_sub_seed(seed, f"run{j}") % 2**31 for j in range(n_seeds)]
+    rows, panels_r, panels_v = [], {}, {}
+    for k, (text, (oracle, opts)) in enumerate(zip(oracles, specs)):
+        ps = _policy_set(rf, seed, progress, name=f"policyset_{k}", safe_policy=pi_s,
+                         oracle=oracle, oracle_options=opts)
+        lp_own = np.array([solve_lp(gridworld(float(x))).reward for x in ps.cover_params[:, 0]])
+        quality = {"oracle": text, "n_cover": ps.n_policies,
+                   "max_suboptimality": float(np.max(lp_own - ps.u)),
+                   "min_own_slack": float(np.min(ps.v))}
+        runs = _run_profile_part(rf, f"oracle_{k}", ps, list(profiles), tasks, refs, seeds,
+                                 n_episodes, jobs, progress)
+        for p, name in enumerate(profiles):
+            row = {**quality, "profile": name, **_rates(runs, n_episodes, runs["profile"] == p)}
+            rows.append(row)
+            panels_r.setdefault(name, []).append(row["mean_regret"])
+            panels_v.setdefault(name, []).append(row["violation_run_rate"])
+    plot_panels(np.arange(len(oracles)), [
+        {"ylabel": "mean final regret (vs exact LP)", "series": panels_r},
+        {"ylabel": "runs with a violation", "series": panels_v},
+    ], path=rf.out / "oracle_noise.png", xlabel="O_l", xticklabels=list(oracles),
+        title=f"Inexact O_l: {len(tasks)} tasks x {n_seeds} seeds, K = {n_episodes}")
+    res = {"figures": ["oracle_noise.png"], "noises": noises.tolist(), "seeds": seeds,
+           "seconds": time.perf_counter() - t0, "parts_computed": rf.n_computed,
+           "parts_skipped": rf.n_skipped}
+    rf.write_results(res, rows)
+    return {**res, "rows": rows}
+
+
 # -- registry ----------------------------------------------------------------------------
 
 
@@ -722,6 +819,9 @@ EXPERIMENTS = {e.name: e for e in (
                quick={"n_tasks": 3, "n_seeds": 2, "n_episodes": 5000}, full={}),
     Experiment("cover", check_cover, "held-out distance to the cover vs eps",
                quick={"n_heldout": (50, 1000)}, full={}),
+    Experiment("oracle-noise", check_oracle_noise, "inexact O_l (primal-dual) vs the exact LP",
+               quick={"oracles": ("lp", "primal_dual:0.1"), "n_tasks": 3, "n_seeds": 2,
+                      "n_episodes": 5000, "n_reference": 500, "n_calibration": 500}, full={}),
 )}
 
 

@@ -8,7 +8,7 @@ One folder holds one experiment:
 * ``parts/<key>.npz``: finished parts (arrays plus a JSON summary, written atomically by
   :func:`safemeta_fast.runio.save_npz`). :meth:`RunFolder.part` loads a finished part
   instead of recomputing it, so an interrupted run resumes where it stopped;
-* ``policyset.npz``: a trained policy set, when the experiment needs one;
+* ``policyset.npz`` (or ``<name>.npz``): trained policy sets, when the experiment needs them;
 * ``results.json``, ``results.csv`` and the PNG figures, rewritten from the parts.
 
 Examples
@@ -116,11 +116,11 @@ class RunFolder:
         self.n_computed += 1
         return load_npz(path)
 
-    def policy_set(self, make):
-        """The folder's ``policyset.npz``, trained by ``make()`` and saved on first use."""
+    def policy_set(self, make, name: str = "policyset"):
+        """The folder's ``<name>.npz`` policy set, trained by ``make()`` and saved on first use."""
         from ..policyset import PolicySet
 
-        path = self.out / "policyset.npz"
+        path = self.out / f"{name}.npz"
         if path.exists():
             self.n_skipped += 1
             return PolicySet.load(path)
