@@ -17,6 +17,9 @@ reproduce
     The paper's gridworld experiment (training, the 10 test tasks, every method,
     Figure 1 and 2, summary tables) into a resumable run folder; ``--quick`` for a
     one-minute version.
+experiment
+    One of the paper's open checks (safe-policy, shift, alpha-schedule, margin, cover)
+    into a resumable run folder (``safemeta_fast.experiments.checks``).
 """
 
 from __future__ import annotations
@@ -236,6 +239,41 @@ def cmd_reproduce(args) -> int:
     return 1 if run.failures else 0
 
 
+def cmd_experiment(args) -> int:
+    from .experiments.checks import run_experiment
+
+    t0 = time.perf_counter()
+    try:
+        res = run_experiment(args.name, args.out, quick=args.quick, seed=args.seed,
+                             jobs=args.jobs, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished parts are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    for row in res["rows"]:
+        print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items()))
+    print(f"parts computed {res['parts_computed']}, skipped {res['parts_skipped']}; figures "
+          f"{', '.join(res['figures'])}; {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_experiment_parser(sub) -> None:
+    """The ``experiment`` subcommand (its own function: one self-contained edit)."""
+    from .experiments.checks import EXPERIMENTS
+
+    x = sub.add_parser("experiment", help="one of the paper's open checks into a resumable "
+                                          "run folder: " + ", ".join(EXPERIMENTS))
+    x.add_argument("name", choices=list(EXPERIMENTS))
+    x.add_argument("--quick", action="store_true", help="small version (under 2 minutes)")
+    x.add_argument("--out", default=None,
+                   help="run folder (default safemeta_<name>[_quick]); finished parts are kept")
+    x.add_argument("--jobs", type=int, default=None, help="threads of the fused runs")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--no-progress", action="store_true")
+    x.set_defaults(func=cmd_experiment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="safemeta", description=__doc__.split("\n\n")[0])
@@ -338,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Ray cluster address (with --executor ray; default: a local Ray)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bars")
     rp.set_defaults(func=cmd_reproduce)
+    add_experiment_parser(sub)
     return p
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "config_hash",
     "config_diff",
     "remove_stale_temporaries",
+    "csv_text",
 ]
 
 #: Key of the JSON metadata document inside every ``.npz`` written here.
@@ -269,3 +270,33 @@ def remove_stale_temporaries(folder) -> int:
         except OSError:
             pass
     return n
+
+
+def csv_text(rows: list) -> str:
+    """CSV text of a list of flat dicts (columns: union of keys in first-seen order).
+
+    ``None`` is an empty cell, floats use ``.10g``, strings are quoted.
+
+    Examples
+    --------
+    >>> csv_text([{"a": 1, "b": 0.5}, {"a": 2, "c": "x"}]).splitlines()
+    ['a,b,c', '1,0.5,', '2,,"x"']
+    """
+    cols: list = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    out = [",".join(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if v is None:
+                cells.append("")
+            elif isinstance(v, float):
+                cells.append(f"{v:.10g}")
+            elif isinstance(v, str):
+                cells.append('"' + v.replace('"', '""') + '"')
+            else:
+                cells.append(str(v))
+        out.append(",".join(cells))
+    return "\n".join(out) + "\n"

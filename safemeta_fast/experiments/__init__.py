@@ -1,5 +1,7 @@
-"""The paper's experiments: the gridworld comparison of Figure 2 (``paper``)."""
+"""The paper's experiments: the gridworld comparison of Figure 2 (``paper``) and the
+paper's open checks (``checks``: ``safemeta experiment NAME``)."""
 
+from .checks import EXPERIMENTS, run_experiment
 from .paper import (
     METHODS,
     MethodSpec,
@@ -12,6 +14,8 @@ from .paper import (
 )
 
 __all__ = [
+    "EXPERIMENTS",
+    "run_experiment",
     "METHODS",
     "MethodSpec",
     "PaperConfig",

@@ -1262,23 +1262,11 @@ _CSV_COLUMNS = ("method", "label", "n_runs", "n_expected", "mean_final_regret", 
 
 
 def _write_csv(path: Path, summary: dict) -> None:
-    from ..runio import atomic_write_bytes
+    from ..runio import atomic_write_bytes, csv_text
 
-    lines = [",".join(_CSV_COLUMNS)]
-    for m, e in summary["methods"].items():
-        row = []
-        for col in _CSV_COLUMNS:
-            v = m if col == "method" else e.get(col)
-            if v is None:
-                row.append("")
-            elif isinstance(v, float):
-                row.append(f"{v:.10g}")
-            elif isinstance(v, str):
-                row.append('"' + v.replace('"', '""') + '"')
-            else:
-                row.append(str(v))
-        lines.append(",".join(row))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    rows = [{col: m if col == "method" else e.get(col) for col in _CSV_COLUMNS}
+            for m, e in summary["methods"].items()]
+    atomic_write_bytes(path, csv_text(rows).encode())
 
 
 def _draw_figures(out: Path, curves: dict, summary: dict) -> list:
