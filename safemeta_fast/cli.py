@@ -263,14 +263,18 @@ def add_experiment_parser(sub) -> None:
     from .experiments.checks import EXPERIMENTS
 
     x = sub.add_parser("experiment", help="one of the paper's open checks into a resumable "
-                                          "run folder: " + ", ".join(EXPERIMENTS))
-    x.add_argument("name", choices=list(EXPERIMENTS))
+                                          "run folder: " + ", ".join(EXPERIMENTS),
+                       description="One of the paper's open checks (README, 'Findings'), written "
+                                   "to a resumable run folder: config.json, results.json, "
+                                   "results.csv and PNG figures.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("name", choices=list(EXPERIMENTS), help="the experiment")
     x.add_argument("--quick", action="store_true", help="small version (under 2 minutes)")
     x.add_argument("--out", default=None,
                    help="run folder (default safemeta_<name>[_quick]); finished parts are kept")
     x.add_argument("--jobs", type=int, default=None, help="threads of the fused runs")
-    x.add_argument("--seed", type=int, default=0)
-    x.add_argument("--no-progress", action="store_true")
+    x.add_argument("--seed", type=int, default=0, help="base seed of the experiment")
+    x.add_argument("--no-progress", action="store_true", help="no progress bars")
     x.set_defaults(func=cmd_experiment)
 
 
