@@ -494,3 +494,16 @@ def test_solve_mdp_validation(two_state, kwargs, exc, msg):
 def test_solve_mdp_model_type():
     with pytest.raises(TypeError, match="M must be a safemeta_fast.CMDP"):
         solve_mdp(np.zeros((2, 2, 2)))
+
+
+# issue 10: a tol below float64 resolution stops at the reachable floor, and the reported
+# error bound is the one actually met
+@pytest.mark.parametrize("method", ["value_iteration", "modified_policy_iteration",
+                                    "policy_iteration"])
+def test_near_one_gamma_stops_with_an_honest_error_bound(method):
+    M = gridworld(0.3, gamma=1.0 - 1e-9)
+    res = solve_mdp(M, method=method, tol=1e-8)
+    exact = solve_mdp(M, method="policy_iteration", tol=1e-8)
+    assert res.error_bound >= 0.0
+    assert np.max(np.abs(res.values - exact.values)) <= res.error_bound + exact.error_bound
+    assert res.error_bound <= 1e-12 * np.max(np.abs(res.values)) * 1e9  # the floor, not inf
