@@ -625,8 +625,46 @@ class CMDP:
         )
 
 
+def _checked_successor_rows(S, A, ptr, nxt, prob):
+    """Validate compressed successor rows from outside (a pickle) like the constructors do.
+
+    The kernels index ``nxt`` without bounds checks, so a tampered row would read or write
+    out of bounds; every check the constructors make is made here, and the rows are
+    rebuilt sorted and merged through the same path as :meth:`CMDP.from_successors`.
+    """
+    for name, v in (("S", S), ("A", A)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"pickled CMDP: {name} is {v!r}; it must be an integer >= 1")
+    S, A = int(S), int(A)
+    ptr = np.asarray(ptr)
+    nxt = np.asarray(nxt)
+    if not (np.issubdtype(ptr.dtype, np.integer) and np.issubdtype(nxt.dtype, np.integer)):
+        raise TypeError(f"pickled CMDP: succ_ptr and succ_next must hold integers; got dtypes "
+                        f"{ptr.dtype} and {nxt.dtype}")
+    prob = _as_float_array("succ_prob", prob, 1)
+    if ptr.shape != (S * A + 1,) or nxt.ndim != 1:
+        raise ValueError(f"pickled CMDP: succ_ptr has shape {ptr.shape} and succ_next "
+                         f"{nxt.shape}; expected ({S * A + 1},) and 1-D")
+    if ptr[0] != 0 or (np.diff(ptr) < 0).any() or ptr[-1] != nxt.size or nxt.size != prob.size:
+        raise ValueError(
+            f"pickled CMDP: succ_ptr must rise from 0 to len(succ_next) = {nxt.size} = "
+            f"len(succ_prob) = {prob.size}; got ptr[0] = {ptr[0]}, ptr[-1] = {ptr[-1]}"
+        )
+    _check_finite("succ_prob", prob)
+    _check_nonneg("succ_prob", prob)
+    bad = np.flatnonzero((nxt < 0) | (nxt >= S))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(f"succ_next[{j}] is {int(nxt[j])}; state indices must lie in [0, {S})")
+    rows = np.repeat(np.arange(S * A, dtype=np.int64), np.diff(ptr))
+    sums = np.bincount(rows, weights=prob, minlength=S * A)
+    _check_row_sums("succ_prob of pair", sums, lambda i: f" ({i // A}, {i % A})")
+    return _csr_from_triplets(rows, nxt.astype(np.int64), prob, S * A)
+
+
 def _rebuild_cmdp(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, terminal_state=None) -> CMDP:
+    ptr, nxt, prob = _checked_successor_rows(S, A, ptr, nxt, prob)
     obj = CMDP.__new__(CMDP)
-    obj._init_common(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, dense=None,
+    obj._init_common(int(S), int(A), ptr, nxt, prob, r, c, b, gamma, nu0, dense=None,
                      terminal_state=terminal_state)
     return obj
