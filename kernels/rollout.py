@@ -145,7 +145,6 @@ def build_tables(policies, succ_ptr, succ_next, succ_prob, r, c, absorbing):
     bucket_state : int64 (T,)  the state of each bucket's table
     """
     m, S, A = policies.shape
-    K = c.shape[2]
     cnt = np.zeros(m * S, dtype=np.int64)
     for q in range(m):
         for s in range(S):

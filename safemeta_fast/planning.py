@@ -535,7 +535,7 @@ def primal_dual(M: CMDP, *, beta: float = 0.1, eta_p: float | None = None, eta_x
     sweep_tol = _nonneg("sweep_tol", sweep_tol)
     mode = _choice("mode", mode, PRIMAL_DUAL_MODES)
 
-    S, A, K = M.n_states, M.n_actions, M.n_constraints
+    S, K = M.n_states, M.n_constraints
     z = M.r / beta
     pi = np.exp(z - z.max(axis=1, keepdims=True))
     pi /= pi.sum(axis=1, keepdims=True)

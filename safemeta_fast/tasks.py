@@ -13,7 +13,6 @@ levels: scale = [1]).
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 import numpy as np

@@ -188,8 +188,9 @@ def test_choose_method_span_on_dense_transitions():
 
 
 def test_span_converges_on_dense_random_tasks_and_matches_twin():
-    from safemeta_fast.envs import RandomCMDPFamily
     from safemeta_fast.kernels import evaluation as ke
+
+    from safemeta_fast.envs import RandomCMDPFamily
 
     M = RandomCMDPFamily(150, 3, n_constraints=2, base_seed=1, gamma=0.95).build([0.3, 0.8])
     pi = random_policy(np.random.default_rng(2), 150, 3)
@@ -401,6 +402,7 @@ def test_absorbing_start_state():
 def test_tiny_gamma_iterative(gamma):
     """Regression (found by hypothesis): a denormal gamma overflowed the sweep cap."""
     import numpy as np
+
     from safemeta_fast import CMDP, evaluate
 
     M = CMDP(np.ones((1, 1, 1)), [[2.0]], [[1.0]], 1.0, gamma, [1.0])

@@ -8,11 +8,11 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from safemeta_fast.kernels import planning as kp
 
 from safemeta_fast import CMDP, ConvergenceError
 from safemeta_fast.envs import PAPER_TEST_NOISES, gridworld
 from safemeta_fast.evaluation import evaluate, state_values
-from safemeta_fast.kernels import planning as kp
 from safemeta_fast.planning import primal_dual, value_iteration
 from tests.strategies import cmdps, random_cmdp
 from tests.twins import evaluate_dense, primal_dual_dense, state_values_dense, value_iteration_dense

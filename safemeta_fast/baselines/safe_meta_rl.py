@@ -18,7 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cmdp import CMDP, _readonly
-from ..kernels.safe_meta_rl import RESAMPLE_STREAM_BASE, dual_policy, mc_advantages, sample_padded_block
+from ..kernels.safe_meta_rl import (
+    RESAMPLE_STREAM_BASE,
+    dual_policy,
+    mc_advantages,
+    sample_padded_block,
+)
 from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..policy import as_policy
 from ..seeding import resolve_seed
