@@ -35,11 +35,12 @@ def value_iteration_kernel(ptr, nxt, prob, R, gamma, tol, max_iter, v, q):
     ``v(s) <- max_a (R(s,a) + gamma sum_{s' != s} P(s'|s,a) v(s')) / (1 - gamma P(s|s,a))``,
     a gamma-contraction in max-norm with fixed point v*, so
     ``||v_k - v*|| <= gamma / (1 - gamma) ||v_k - v_{k-1}||``; stops when that bound is
-    <= max(tol, FLOOR_ULPS eps gamma/(1-gamma) ||v_k||_inf)`` (the second term is the
+    ``<= max(tol, FLOOR_ULPS eps gamma/(1-gamma) ||v_k||_inf)`` (the second term is the
     smallest change float64 round-off allows, so the stop is reachable for gamma near 1;
-    the caller reports the bound actually met). Then ``q = R + gamma P v``. ``v`` (S,) holds the start point on entry and
-    the result on exit; ``q`` (S, A) is filled. Returns (iterations, residual, status)
-    where residual = ||v_k - v_{k-1}||_inf of the last sweep.
+    the caller reports the bound actually met). Then ``q = R + gamma P v``. ``v`` (S,)
+    holds the start point on entry and the result on exit; ``q`` (S, A) is filled.
+    Returns (iterations, residual, status) where residual = ||v_k - v_{k-1}||_inf of the
+    last sweep.
     """
     S, A = R.shape
     factor = gamma / (1.0 - gamma)

@@ -201,7 +201,8 @@ def _check_method(method) -> str:
 
 
 def _check_rtol(rtol) -> float:
-    if isinstance(rtol, (bool, np.bool_)) or not isinstance(rtol, (int, float, np.integer, np.floating)):
+    if isinstance(rtol, (bool, np.bool_)) or not isinstance(
+            rtol, (int, float, np.integer, np.floating)):
         raise TypeError(f"rtol must be a real number; got {type(rtol).__name__}")
     x = float(rtol)
     if not (math.isfinite(x) and 0.0 < x < 1.0):

@@ -331,7 +331,8 @@ class OccupancyLP:
         ``start`` is ``"warm"`` (cvxpy's warm start from the previous solution) or ``"cold"``.
         """
         if not self.pattern.matches(M):
-            raise ValueError("M does not have the shape and transition support this LP was built for")
+            raise ValueError(
+                "M does not have the shape and transition support this LP was built for")
         self._set(M, w, b)
         warm = bool(warm_start) and solver in self._solved_once
         start = "warm" if warm else "cold"
@@ -463,13 +464,14 @@ class HighsOccupancyLP:
         the solve starts from :meth:`crash_basis` of that policy, a function of this task
         only, so the answer does not depend on what was solved before. With
         ``reuse_basis`` it starts from the previous optimal basis under ``basis_key``
-        instead, when there is one (faster; history-dependent on degenerate LPs). Returns ``(status, mu, duals, start)`` like
-        :meth:`OccupancyLP.solve_raw`, ``start`` being ``"warm"`` (previous optimal basis),
-        ``"crash"`` or ``"cold"``.
+        instead, when there is one (faster; history-dependent on degenerate LPs). Returns
+        ``(status, mu, duals, start)`` like :meth:`OccupancyLP.solve_raw`, ``start`` being
+        ``"warm"`` (previous optimal basis), ``"crash"`` or ``"cold"``.
         """
         hp = self._hp
         if not self.pattern.matches(M):
-            raise ValueError("M does not have the shape and transition support this LP was built for")
+            raise ValueError(
+                "M does not have the shape and transition support this LP was built for")
         S, K, n = self.pattern.S, self.pattern.K, self.pattern.n
         g = M.gamma
         raw = np.concatenate([
@@ -564,7 +566,8 @@ def _check_cmdp(M) -> None:
 
 def _check_margin(margin, K: int) -> np.ndarray:
     if isinstance(margin, (bool, np.bool_)):
-        raise TypeError(f"margin must be a real number or an array of shape (K,) = ({K},); got bool")
+        raise TypeError(
+            f"margin must be a real number or an array of shape (K,) = ({K},); got bool")
     if isinstance(margin, numbers.Real):
         m = float(margin)
         if not math.isfinite(m):
@@ -572,10 +575,12 @@ def _check_margin(margin, K: int) -> np.ndarray:
         return np.full(K, m)
     if isinstance(margin, (str, bytes)) or margin is None:
         raise TypeError(
-            f"margin must be a real number or an array of shape (K,) = ({K},); got {type(margin).__name__}"
+            f"margin must be a real number or an array of shape (K,) = ({K},); "
+            f"got {type(margin).__name__}"
         )
     arr = np.asarray(margin)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)
+                                   or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"margin must hold real numbers; got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if arr.ndim == 0:
@@ -597,7 +602,8 @@ def _check_solver(solver) -> str:
         raise TypeError(f"solver must be None or one of {_SOLVERS}; got {type(solver).__name__}")
     name = solver.upper()
     if name not in _SOLVERS:
-        raise ValueError(f"solver is {solver!r}; expected one of {_SOLVERS} (case-insensitive) or None")
+        raise ValueError(
+            f"solver is {solver!r}; expected one of {_SOLVERS} (case-insensitive) or None")
     return name
 
 

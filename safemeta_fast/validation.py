@@ -42,10 +42,10 @@ def check_size(name: str, value, *, item_bytes: int, minimum: int = 0,
     --------
     >>> check_size("n_episodes", 1000, item_bytes=16)
     1000
-    >>> check_size("n_episodes", 10**13, item_bytes=16)
+    >>> check_size("n_episodes", 10**13, item_bytes=16)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: n_episodes is 10000000000000; the outputs would need 1.49e+05 GiB (16 bytes per unit), more than the limit of 4 GiB (validation.MAX_ARRAY_BYTES); use a smaller n_episodes
+    ValueError: n_episodes is 10000000000000; the outputs would need 1.49e+05 GiB ...
     """
     v = check_int(name, value, minimum)
     limit = MAX_ARRAY_BYTES if max_bytes is None else int(max_bytes)
