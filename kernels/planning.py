@@ -162,8 +162,9 @@ def primal_dual_kernel(ptr, nxt, prob, r, c, b, nu0, gamma, beta, pi_exponent, q
          v <- sum_a pi (r_xi + gamma P v) + beta H(pi(.|s))  (>= 1, <= max_sweeps, stop on
          max-norm change <= sweep_tol)
       3. q = r_xi + gamma P v
-      4. pi_new ∝ pi^pi_exponent exp(q_coef (q - max_a q))   [pi_exponent = 1 - eta_p beta/(1-gamma),
-         q_coef = eta_p/(1-gamma); pi_exponent = 0 gives softmax(q/beta) and 0^0 = 1]
+      4. pi_new ∝ pi^pi_exponent exp(q_coef (q - max_a q))
+         [pi_exponent = 1 - eta_p beta/(1-gamma), q_coef = eta_p/(1-gamma);
+         pi_exponent = 0 gives softmax(q/beta) and 0^0 = 1]
       5. cost evaluation (warm-started sweeps on vc) of pi_new (alternating) or pi (simultaneous)
       6. xi_k <- max(0, xi_k - eta_xi (b_k - nu0 . vc_k))
       7. pi <- pi_new

@@ -83,7 +83,8 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
 
 
 def _validate_gamma(gamma) -> float:
-    if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, (int, float, np.integer, np.floating)):
+    if isinstance(gamma, (bool, np.bool_)) or not isinstance(
+            gamma, (int, float, np.integer, np.floating)):
         if not (isinstance(gamma, np.ndarray) and gamma.ndim == 0):
             raise TypeError(f"gamma must be a real scalar; got {type(gamma).__name__}")
     g = float(gamma)
@@ -115,7 +116,8 @@ def _csr_from_triplets(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_r
     return ptr, cols.astype(np.int64), vals.astype(np.float64)
 
 
-def _pad_successor_lists(name_s: str, name_p: str, next_states, probs, n_states: int, n_actions: int):
+def _pad_successor_lists(name_s: str, name_p: str, next_states, probs, n_states: int,
+                         n_actions: int):
     """Nested lists [s][a] -> padded (S, A, m) arrays (padding has probability 0)."""
     if len(next_states) != n_states or len(probs) != n_states:
         raise ValueError(
@@ -245,7 +247,8 @@ class CMDP:
         r_arr = _as_float_array("r", r, 2)
         S, A = r_arr.shape
         if S == 0 or A == 0:
-            raise ValueError(f"r has shape {r_arr.shape}; it needs at least one state and one action")
+            raise ValueError(
+                f"r has shape {r_arr.shape}; it needs at least one state and one action")
         try:
             idx = np.asarray(next_states)
             regular = idx.dtype != object and idx.ndim == 3
@@ -256,21 +259,26 @@ class CMDP:
         else:
             idx, pr = _pad_successor_lists("next_states", "probs", next_states, probs, S, A)
         if idx.ndim != 3 or idx.shape[:2] != (S, A):
-            raise ValueError(f"next_states must have shape (S, A, m) = ({S}, {A}, m); got {idx.shape}")
+            raise ValueError(
+                f"next_states must have shape (S, A, m) = ({S}, {A}, m); got {idx.shape}")
         if pr.shape != idx.shape:
-            raise ValueError(f"probs must have the shape of next_states {idx.shape}; got {pr.shape}")
+            raise ValueError(
+                f"probs must have the shape of next_states {idx.shape}; got {pr.shape}")
         if not np.issubdtype(idx.dtype, np.integer):
-            if np.issubdtype(idx.dtype, np.floating) and np.all(np.isfinite(idx)) and np.all(idx == np.round(idx)):
+            whole = np.all(np.isfinite(idx)) and np.all(idx == np.round(idx))
+            if np.issubdtype(idx.dtype, np.floating) and whole:
                 idx = idx.astype(np.int64)
             else:
-                raise TypeError(f"next_states must hold integer state indices; got dtype {idx.dtype}")
+                raise TypeError(
+                    f"next_states must hold integer state indices; got dtype {idx.dtype}")
         idx = idx.astype(np.int64)
         _check_finite("probs", pr)
         _check_nonneg("probs", pr)
         bad = (pr > 0) & ((idx < 0) | (idx >= S))
         if bad.any():
             j = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"next_states{list(j)} is {idx[j]}; state indices must lie in [0, {S})")
+            raise ValueError(
+                f"next_states{list(j)} is {idx[j]}; state indices must lie in [0, {S})")
         sums = pr.sum(axis=2).ravel()
         _check_row_sums("probs", sums, lambda i: f"[{i // A}, {i % A}]")
         m = idx.shape[2]
@@ -315,7 +323,8 @@ class CMDP:
         else:
             P_arr = _as_float_array("P", P, 3)
             if P_arr.shape[1] != P_arr.shape[2]:
-                raise ValueError(f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
+                raise ValueError(
+                    f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
             P_sas = np.ascontiguousarray(P_arr.transpose(1, 0, 2))
             S, A = P_sas.shape[0], P_sas.shape[1]
         if _cv._is_sparse_stack(R) or (P_sas is None and np.ndim(R) == 3):
@@ -495,7 +504,8 @@ class CMDP:
         if c.ndim == 2:
             c = c[:, :, None].copy()
         if c.shape[:2] != (S, A):
-            raise ValueError(f"c must have shape (S, A, K) or (S, A) = ({S}, {A}, K); got {c.shape}")
+            raise ValueError(
+                f"c must have shape (S, A, K) or (S, A) = ({S}, {A}, K); got {c.shape}")
         K = c.shape[2]
         if K == 0:
             raise ValueError(f"c has shape {c.shape}; it needs at least one constraint (K >= 1)")

@@ -182,7 +182,8 @@ def robust_safe_policy(tasks, *, margin: float | None = None, tol: float = 1e-10
     tasks = _check_tasks(tasks)
     gammas = {M.gamma for M in tasks}
     if len(gammas) != 1:
-        raise ValueError(f"tasks have different gamma values {sorted(gammas)}; robust O_s needs one")
+        raise ValueError(
+            f"tasks have different gamma values {sorted(gammas)}; robust O_s needs one")
     M0 = tasks[0]
     ptr, nxt, P_stack = union_successors(tasks)
     b = np.where(M0.cost_limit != 0, np.abs(M0.cost_limit), 1.0)
