@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from safemeta_fast.kernels.distance import pairwise_dense, pairwise_sparse
 
 from safemeta_fast.distance import stack_tasks
 from safemeta_fast.envs import gridworld
-from safemeta_fast.kernels.distance import pairwise_dense, pairwise_sparse
 
 N = 2000
 

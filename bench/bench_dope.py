@@ -22,6 +22,8 @@ import itertools
 
 import numpy as np
 import pytest
+from safemeta_fast.kernels.dope import count_episodes
+from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf
 
 from safemeta_fast import primal_dual
 from safemeta_fast.baselines.dope_plus import (
@@ -34,8 +36,6 @@ from safemeta_fast.baselines.dope_plus import (
     reward_cap_value,
 )
 from safemeta_fast.envs import gridworld
-from safemeta_fast.kernels.dope import count_episodes
-from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf
 from safemeta_fast.lp import _quiet_highs
 
 NOISE = 0.33994760

@@ -32,7 +32,6 @@ from tests.twins import (
 from ._twins import dense_twin_too_big
 
 
-
 @pytest.fixture(scope="module", params=(7, 50, 100), ids=lambda n: f"{n}x{n}")
 def task(request):
     n = request.param

@@ -18,6 +18,10 @@ and every method works on it:
   residual bound ``||d - d*||_1 <= ||res||_1 / (1 - gamma)``.
 
 Status codes: 0 converged, 1 sweep cap reached.
+
+The tolerances passed to the iterative kernels are the ones float64 can reach: the
+orchestrator raises a requested ``rtol`` to :func:`reachable_rtol` /
+:func:`reachable_occupancy_rtol` before the call (a stop test below round-off never fires).
 """
 
 from __future__ import annotations
@@ -27,6 +31,27 @@ from numba import njit, prange
 
 STATUS_OK = 0
 STATUS_MAX_ITER = 1
+
+#: Machine epsilon of float64.
+EPS = 2.220446049250313e-16
+#: A sweep's max-norm change (relative to the largest value) and the l1 residual of the
+#: occupancy system (relative to ||d||_1 = 1, per mean row entry) cannot be expected below
+#: this many epsilons: round-off in the row sums keeps them there.
+FLOOR_ULPS = 32.0
+
+
+@njit(cache=True)
+def reachable_rtol(gamma, rtol):
+    """Smallest relative accuracy the value stop ``gamma/(1-gamma) delta <= rtol vmax`` can
+    certify in float64: ``max(rtol, FLOOR_ULPS eps gamma / (1 - gamma))``."""
+    return max(rtol, FLOOR_ULPS * EPS * gamma / (1.0 - gamma))
+
+
+@njit(cache=True)
+def reachable_occupancy_rtol(gamma, rtol, mean_row):
+    """Same for the occupancy stop ``||res||_1 <= rtol (1 - gamma)``: the l1 residual's
+    floor is ``FLOOR_ULPS eps (1 + mean_row)``, so ``max(rtol, floor / (1 - gamma))``."""
+    return max(rtol, FLOOR_ULPS * EPS * (1.0 + mean_row) / (1.0 - gamma))
 
 
 @njit(cache=True)
@@ -227,7 +252,8 @@ def solve_values_gs(pptr, pcol, pval, rhs, gamma, rtol, max_sweeps):
 
     Each sweep is a gamma-contraction in max-norm with fixed point V, so
     ``||V - v_k||_inf <= gamma / (1 - gamma) ||v_k - v_{k-1}||_inf``; the loop stops
-    when that bound is <= rtol * ||v_k||_inf for every column. Returns (V, sweeps, status).
+    when that bound is <= rtol * ||v_k||_inf for every column. Returns (V, sweeps, status,
+    bound) where bound is the largest ``gamma/(1-gamma) delta / vmax`` of the last sweep.
     """
     S, m = rhs.shape
     V = np.zeros((S, m))
@@ -265,13 +291,15 @@ def solve_values_gs(pptr, pcol, pval, rhs, gamma, rtol, max_sweeps):
                     vmax[col] = a
                 V[s, col] = new
         done = True
+        bound = 0.0
         for col in range(m):
             if factor * delta[col] > rtol * vmax[col]:
                 done = False
-                break
+            if vmax[col] > 0.0 and factor * delta[col] / vmax[col] > bound:
+                bound = factor * delta[col] / vmax[col]
         if done:
-            return V, sweep, STATUS_OK
-    return V, max_sweeps, STATUS_MAX_ITER
+            return V, sweep, STATUS_OK, bound
+    return V, max_sweeps, STATUS_MAX_ITER, bound
 
 
 @njit(cache=True)
@@ -315,7 +343,8 @@ def solve_occupancy_gs(pptr, pcol, pval, nu0, gamma, rtol, max_sweeps):
     A sweep whose change passes ``gamma/(1-gamma) ||d_k - d_{k-1}||_1 <= rtol`` triggers a
     residual check, and the loop stops only when the rigorous bound
     ``||d - d*||_1 <= ||(1-gamma) nu0 - (I - gamma P_pi^T) d||_1 / (1 - gamma) <= rtol``
-    holds (``||d*||_1 = 1``). Returns (d, sweeps, status).
+    holds (``||d*||_1 = 1``). Returns (d, sweeps, status, bound) where bound is the last
+    certified ``||res||_1 / (1 - gamma)`` (inf when no residual check ran).
     """
     S = nu0.shape[0]
     tptr, tcol, tval = transpose_csr(pptr, pcol, pval)
@@ -327,6 +356,7 @@ def solve_occupancy_gs(pptr, pcol, pval, nu0, gamma, rtol, max_sweeps):
                 diag[s] = 1.0 / (1.0 - gamma * tval[j])
     d = np.zeros(S)
     factor = gamma / (1.0 - gamma)
+    bound = np.inf
     for sweep in range(1, max_sweeps + 1):
         delta = 0.0
         for s in range(S):
@@ -338,10 +368,11 @@ def solve_occupancy_gs(pptr, pcol, pval, nu0, gamma, rtol, max_sweeps):
             new = acc * diag[s]
             delta += abs(new - d[s])
             d[s] = new
-        if factor * delta <= rtol:
-            if _occupancy_residual_l1(tptr, tcol, tval, d, b, gamma) <= rtol * (1.0 - gamma):
-                return d, sweep, STATUS_OK
-    return d, max_sweeps, STATUS_MAX_ITER
+        if factor * delta <= rtol or sweep == max_sweeps:
+            bound = _occupancy_residual_l1(tptr, tcol, tval, d, b, gamma) / (1.0 - gamma)
+            if bound <= rtol:
+                return d, sweep, STATUS_OK, bound
+    return d, max_sweeps, STATUS_MAX_ITER, bound
 
 
 MODE_ITERATIVE = 0
@@ -356,25 +387,29 @@ def values_matrix(ptr, nxt, prob, r, c, pi, gamma, mode, rtol, max_sweeps):
     mode: MODE_DENSE (LU of I - gamma P_pi), MODE_ITERATIVE (Gauss-Seidel on the CSR of
     P_pi, at most ``max_sweeps``), MODE_SPAN (Jacobi on the dense P_pi with the span stop
     for at most ``max_sweeps``, then the LU if it has not converged: at most about twice
-    the cheaper of the two).
+    the cheaper of the two). Returns (V, status, bound): bound is the Gauss-Seidel
+    certified relative error of the last sweep (0 for the LU and the span stop).
     """
     rhs = policy_rhs(r, c, pi)
     if mode == MODE_ITERATIVE:
         pptr, pcol, pval = policy_matrix_csr(ptr, nxt, prob, pi)
-        V, sweeps, status = solve_values_gs(pptr, pcol, pval, rhs, gamma, rtol, max_sweeps)
-        return V, status
+        V, sweeps, status, bound = solve_values_gs(pptr, pcol, pval, rhs, gamma, rtol,
+                                                   max_sweeps)
+        return V, status, bound
     Ppi = policy_matrix_dense(ptr, nxt, prob, pi)
     if mode == MODE_SPAN:
         V, sweeps, status = solve_values_span(Ppi, rhs, gamma, rtol, max_sweeps)
         if status == STATUS_OK:
-            return V, status
-    return np.linalg.solve(_to_system(Ppi, gamma), rhs), STATUS_OK
+            return V, status, 0.0
+    return np.linalg.solve(_to_system(Ppi, gamma), rhs), STATUS_OK, 0.0
 
 
 @njit(cache=True)
-def evaluate_one(ptr, nxt, prob, r, c, nu0, pi, gamma, mode, rtol, max_sweeps, out):
-    """Values from nu0 of one policy into out (1 + K,): [V_r, V_c^0, ...]. Returns status."""
-    V, status = values_matrix(ptr, nxt, prob, r, c, pi, gamma, mode, rtol, max_sweeps)
+def evaluate_one(ptr, nxt, prob, r, c, nu0, pi, gamma, mode, rtol, max_sweeps, out, bound):
+    """Values from nu0 of one policy into out (1 + K,): [V_r, V_c^0, ...]; bound[0] gets the
+    certified relative error of the iterative solver. Returns status."""
+    V, status, b = values_matrix(ptr, nxt, prob, r, c, pi, gamma, mode, rtol, max_sweeps)
+    bound[0] = b
     m = V.shape[1]
     S = nu0.shape[0]
     for col in range(m):
@@ -386,12 +421,14 @@ def evaluate_one(ptr, nxt, prob, r, c, nu0, pi, gamma, mode, rtol, max_sweeps, o
 
 
 @njit(cache=True, parallel=True)
-def evaluate_batch(ptr, nxt, prob, r, c, nu0, pis, gamma, mode, rtol, max_sweeps, out, status):
-    """Values of n policies (n, S, A) into out (n, 1 + K), status (n,); parallel over policies."""
+def evaluate_batch(ptr, nxt, prob, r, c, nu0, pis, gamma, mode, rtol, max_sweeps, out, status,
+                   bound):
+    """Values of n policies (n, S, A) into out (n, 1 + K), status (n,), bound (n,);
+    parallel over policies."""
     n = pis.shape[0]
     for i in prange(n):
         status[i] = evaluate_one(ptr, nxt, prob, r, c, nu0, pis[i], gamma, mode, rtol,
-                                 max_sweeps, out[i])
+                                 max_sweeps, out[i], bound[i:i + 1])
 
 
 @njit(cache=True, parallel=True)
@@ -407,6 +444,7 @@ def evaluate_affine_tasks(ptr, nxt, prob0, dprob, r0, dr, c0, dc, nu00, dnu0, dt
     n, d = dtheta.shape
     m = pis.shape[0]
     for t in prange(n):
+        bound = np.zeros(1)
         prob = prob0.copy()
         r = r0.copy()
         c = c0.copy()
@@ -420,4 +458,4 @@ def evaluate_affine_tasks(ptr, nxt, prob0, dprob, r0, dr, c0, dc, nu00, dnu0, dt
                 nu0 += x * dnu0[k]
         for i in range(m):
             status[t, i] = evaluate_one(ptr, nxt, prob, r, c, nu0, pis[i], gamma, mode, rtol,
-                                        max_sweeps, out[t, i])
+                                        max_sweeps, out[t, i], bound)

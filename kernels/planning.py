@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .evaluation import matvec
+from .evaluation import EPS, FLOOR_ULPS, matvec
 
 STATUS_OK = 0
 STATUS_MAX_ITER = 1
@@ -35,9 +35,12 @@ def value_iteration_kernel(ptr, nxt, prob, R, gamma, tol, max_iter, v, q):
     ``v(s) <- max_a (R(s,a) + gamma sum_{s' != s} P(s'|s,a) v(s')) / (1 - gamma P(s|s,a))``,
     a gamma-contraction in max-norm with fixed point v*, so
     ``||v_k - v*|| <= gamma / (1 - gamma) ||v_k - v_{k-1}||``; stops when that bound is
-    <= tol. Then ``q = R + gamma P v``. ``v`` (S,) holds the start point on entry and
-    the result on exit; ``q`` (S, A) is filled. Returns (iterations, residual, status)
-    where residual = ||v_k - v_{k-1}||_inf of the last sweep.
+    ``<= max(tol, FLOOR_ULPS eps gamma/(1-gamma) ||v_k||_inf)`` (the second term is the
+    smallest change float64 round-off allows, so the stop is reachable for gamma near 1;
+    the caller reports the bound actually met). Then ``q = R + gamma P v``. ``v`` (S,)
+    holds the start point on entry and the result on exit; ``q`` (S, A) is filled.
+    Returns (iterations, residual, status) where residual = ||v_k - v_{k-1}||_inf of the
+    last sweep.
     """
     S, A = R.shape
     factor = gamma / (1.0 - gamma)
@@ -47,6 +50,7 @@ def value_iteration_kernel(ptr, nxt, prob, R, gamma, tol, max_iter, v, q):
     while it < max_iter:
         it += 1
         delta = 0.0
+        vmax = 0.0
         for s in range(S):
             best = -np.inf
             for a in range(A):
@@ -65,12 +69,14 @@ def value_iteration_kernel(ptr, nxt, prob, R, gamma, tol, max_iter, v, q):
             d = abs(best - v[s])
             if d > delta:
                 delta = d
+            if abs(best) > vmax:
+                vmax = abs(best)
             v[s] = best
         residual = delta
         if not np.isfinite(delta):
             status = STATUS_NONFINITE
             break
-        if factor * delta <= tol:
+        if factor * delta <= max(tol, factor * FLOOR_ULPS * EPS * vmax):
             status = STATUS_OK
             break
     for s in range(S):
@@ -156,8 +162,9 @@ def primal_dual_kernel(ptr, nxt, prob, r, c, b, nu0, gamma, beta, pi_exponent, q
          v <- sum_a pi (r_xi + gamma P v) + beta H(pi(.|s))  (>= 1, <= max_sweeps, stop on
          max-norm change <= sweep_tol)
       3. q = r_xi + gamma P v
-      4. pi_new ∝ pi^pi_exponent exp(q_coef (q - max_a q))   [pi_exponent = 1 - eta_p beta/(1-gamma),
-         q_coef = eta_p/(1-gamma); pi_exponent = 0 gives softmax(q/beta) and 0^0 = 1]
+      4. pi_new ∝ pi^pi_exponent exp(q_coef (q - max_a q))
+         [pi_exponent = 1 - eta_p beta/(1-gamma), q_coef = eta_p/(1-gamma);
+         pi_exponent = 0 gives softmax(q/beta) and 0^0 = 1]
       5. cost evaluation (warm-started sweeps on vc) of pi_new (alternating) or pi (simultaneous)
       6. xi_k <- max(0, xi_k - eta_xi (b_k - nu0 . vc_k))
       7. pi <- pi_new
@@ -319,12 +326,21 @@ def _midpoint(v, tv, gamma, dmin, dmax):
 
 
 @njit(cache=True)
-def _stop(gamma, dmin, dmax, tol):
-    """-1 = go on, STATUS_OK = the bound holds, STATUS_NONFINITE = values blew up."""
+def _stop(gamma, dmin, dmax, tol, tv):
+    """-1 = go on, STATUS_OK = the bound holds, STATUS_NONFINITE = values blew up.
+
+    The bound is compared with ``max(tol, gamma/(1-gamma) FLOOR_ULPS eps ||T v||_inf)``:
+    span(d) cannot shrink below a few dozen ulps of the values, so a smaller tol would
+    never be met (gamma near 1); the caller reports the bound actually met."""
     span = dmax - dmin
     if not np.isfinite(span):
         return STATUS_NONFINITE
-    if gamma / (1.0 - gamma) * 0.5 * span <= tol:
+    vmax = 0.0
+    for s in range(tv.shape[0]):
+        if abs(tv[s]) > vmax:
+            vmax = abs(tv[s])
+    k = gamma / (1.0 - gamma)
+    if k * 0.5 * span <= max(tol, k * FLOOR_ULPS * EPS * vmax):
         return STATUS_OK
     return -1
 
@@ -382,7 +398,7 @@ def policy_iteration_kernel(ptr, nxt, prob, P2, R, gamma, tol, max_iter, keep_to
         old = sigma.copy()
         dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, keep_tol)
         span = dmax - dmin
-        st = _stop(gamma, dmin, dmax, tol)
+        st = _stop(gamma, dmin, dmax, tol, tv)
         if st == STATUS_NONFINITE:
             status = st
             break
@@ -416,7 +432,7 @@ def modified_pi_kernel(ptr, nxt, prob, P2, R, gamma, tol, max_iter, n_sweeps, v,
         _expect_all(ptr, nxt, prob, P2, v, ev)
         dmin, dmax = _improve(S, A, R, gamma, ev, v, tv, sigma, 0.0)
         span = dmax - dmin
-        st = _stop(gamma, dmin, dmax, tol)
+        st = _stop(gamma, dmin, dmax, tol, tv)
         if st != -1:
             status = st
             if st == STATUS_OK:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .evaluation import EPS, FLOOR_ULPS
+
 
 @njit(cache=True)
 def _worst_next(P_stack, ptr, nxt, row, v):
@@ -45,7 +47,10 @@ def robust_value_iteration(P_stack, ptr, nxt, w, gamma, tol, max_iter, v_out, po
 
     Returns
     -------
-    (iterations, residual) ; residual > tol means max_iter was hit.
+    (iterations, bound) ; bound = gamma/(1-gamma) ||v_k - v_{k-1}||_inf >= ||v - v*||_inf.
+    The loop stops once bound <= max(tol, FLOOR_ULPS eps gamma/(1-gamma) ||v||_inf) (a tol
+    below float64 round-off is raised to that floor, so gamma near 1 stops); a bound above
+    that means max_iter was hit.
     """
     S, A = w.shape
     v = np.zeros(S)
@@ -55,6 +60,7 @@ def robust_value_iteration(P_stack, ptr, nxt, w, gamma, tol, max_iter, v_out, po
     while it < max_iter:
         it += 1
         residual = 0.0
+        vmax = 0.0
         for s in range(S):
             best = np.inf
             for a in range(A):
@@ -65,10 +71,12 @@ def robust_value_iteration(P_stack, ptr, nxt, w, gamma, tol, max_iter, v_out, po
             d = abs(best - v[s])
             if d > residual:
                 residual = d
+            if abs(best) > vmax:
+                vmax = abs(best)
         for s in range(S):
             v[s] = v_new[s]
         # ||v - v*|| <= gamma/(1-gamma) ||v_k - v_{k-1}||
-        if residual * gamma <= tol * (1.0 - gamma):
+        if residual * gamma <= max(tol * (1.0 - gamma), FLOOR_ULPS * EPS * gamma * vmax):
             break
     for s in range(S):
         best = np.inf

@@ -145,7 +145,6 @@ def build_tables(policies, succ_ptr, succ_next, succ_prob, r, c, absorbing):
     bucket_state : int64 (T,)  the state of each bucket's table
     """
     m, S, A = policies.shape
-    K = c.shape[2]
     cnt = np.zeros(m * S, dtype=np.int64)
     for q in range(m):
         for s in range(S):
@@ -194,8 +193,9 @@ def build_tables(policies, succ_ptr, succ_next, succ_prob, r, c, absorbing):
             ns_own = nstate[b]
             ns_alias = nstate[alias[b]]
             rec[4 * b] = thr_i[b]
-            rec[4 * b + 1] = (start[q * S + ns_own] << 32) | (cnt[q * S + ns_own] << 1) | absorbing[ns_own]
-            rec[4 * b + 2] = (start[q * S + ns_alias] << 32) | (cnt[q * S + ns_alias] << 1) | absorbing[ns_alias]
+            own, alias_ = q * S + ns_own, q * S + ns_alias
+            rec[4 * b + 1] = (start[own] << 32) | (cnt[own] << 1) | absorbing[ns_own]
+            rec[4 * b + 2] = (start[alias_] << 32) | (cnt[alias_] << 1) | absorbing[ns_alias]
             rec[4 * b + 3] = (pair[b] << 32) | pair[alias[b]]
     return state_info, rec, bucket_state
 

@@ -83,7 +83,8 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
 
 
 def _validate_gamma(gamma) -> float:
-    if isinstance(gamma, (bool, np.bool_)) or not isinstance(gamma, (int, float, np.integer, np.floating)):
+    if isinstance(gamma, (bool, np.bool_)) or not isinstance(
+            gamma, (int, float, np.integer, np.floating)):
         if not (isinstance(gamma, np.ndarray) and gamma.ndim == 0):
             raise TypeError(f"gamma must be a real scalar; got {type(gamma).__name__}")
     g = float(gamma)
@@ -115,7 +116,8 @@ def _csr_from_triplets(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_r
     return ptr, cols.astype(np.int64), vals.astype(np.float64)
 
 
-def _pad_successor_lists(name_s: str, name_p: str, next_states, probs, n_states: int, n_actions: int):
+def _pad_successor_lists(name_s: str, name_p: str, next_states, probs, n_states: int,
+                         n_actions: int):
     """Nested lists [s][a] -> padded (S, A, m) arrays (padding has probability 0)."""
     if len(next_states) != n_states or len(probs) != n_states:
         raise ValueError(
@@ -245,7 +247,8 @@ class CMDP:
         r_arr = _as_float_array("r", r, 2)
         S, A = r_arr.shape
         if S == 0 or A == 0:
-            raise ValueError(f"r has shape {r_arr.shape}; it needs at least one state and one action")
+            raise ValueError(
+                f"r has shape {r_arr.shape}; it needs at least one state and one action")
         try:
             idx = np.asarray(next_states)
             regular = idx.dtype != object and idx.ndim == 3
@@ -256,21 +259,26 @@ class CMDP:
         else:
             idx, pr = _pad_successor_lists("next_states", "probs", next_states, probs, S, A)
         if idx.ndim != 3 or idx.shape[:2] != (S, A):
-            raise ValueError(f"next_states must have shape (S, A, m) = ({S}, {A}, m); got {idx.shape}")
+            raise ValueError(
+                f"next_states must have shape (S, A, m) = ({S}, {A}, m); got {idx.shape}")
         if pr.shape != idx.shape:
-            raise ValueError(f"probs must have the shape of next_states {idx.shape}; got {pr.shape}")
+            raise ValueError(
+                f"probs must have the shape of next_states {idx.shape}; got {pr.shape}")
         if not np.issubdtype(idx.dtype, np.integer):
-            if np.issubdtype(idx.dtype, np.floating) and np.all(np.isfinite(idx)) and np.all(idx == np.round(idx)):
+            whole = np.all(np.isfinite(idx)) and np.all(idx == np.round(idx))
+            if np.issubdtype(idx.dtype, np.floating) and whole:
                 idx = idx.astype(np.int64)
             else:
-                raise TypeError(f"next_states must hold integer state indices; got dtype {idx.dtype}")
+                raise TypeError(
+                    f"next_states must hold integer state indices; got dtype {idx.dtype}")
         idx = idx.astype(np.int64)
         _check_finite("probs", pr)
         _check_nonneg("probs", pr)
         bad = (pr > 0) & ((idx < 0) | (idx >= S))
         if bad.any():
             j = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"next_states{list(j)} is {idx[j]}; state indices must lie in [0, {S})")
+            raise ValueError(
+                f"next_states{list(j)} is {idx[j]}; state indices must lie in [0, {S})")
         sums = pr.sum(axis=2).ravel()
         _check_row_sums("probs", sums, lambda i: f"[{i // A}, {i % A}]")
         m = idx.shape[2]
@@ -315,7 +323,8 @@ class CMDP:
         else:
             P_arr = _as_float_array("P", P, 3)
             if P_arr.shape[1] != P_arr.shape[2]:
-                raise ValueError(f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
+                raise ValueError(
+                    f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
             P_sas = np.ascontiguousarray(P_arr.transpose(1, 0, 2))
             S, A = P_sas.shape[0], P_sas.shape[1]
         if _cv._is_sparse_stack(R) or (P_sas is None and np.ndim(R) == 3):
@@ -495,7 +504,8 @@ class CMDP:
         if c.ndim == 2:
             c = c[:, :, None].copy()
         if c.shape[:2] != (S, A):
-            raise ValueError(f"c must have shape (S, A, K) or (S, A) = ({S}, {A}, K); got {c.shape}")
+            raise ValueError(
+                f"c must have shape (S, A, K) or (S, A) = ({S}, {A}, K); got {c.shape}")
         K = c.shape[2]
         if K == 0:
             raise ValueError(f"c has shape {c.shape}; it needs at least one constraint (K >= 1)")
@@ -625,8 +635,46 @@ class CMDP:
         )
 
 
+def _checked_successor_rows(S, A, ptr, nxt, prob):
+    """Validate compressed successor rows from outside (a pickle) like the constructors do.
+
+    The kernels index ``nxt`` without bounds checks, so a tampered row would read or write
+    out of bounds; every check the constructors make is made here, and the rows are
+    rebuilt sorted and merged through the same path as :meth:`CMDP.from_successors`.
+    """
+    for name, v in (("S", S), ("A", A)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"pickled CMDP: {name} is {v!r}; it must be an integer >= 1")
+    S, A = int(S), int(A)
+    ptr = np.asarray(ptr)
+    nxt = np.asarray(nxt)
+    if not (np.issubdtype(ptr.dtype, np.integer) and np.issubdtype(nxt.dtype, np.integer)):
+        raise TypeError(f"pickled CMDP: succ_ptr and succ_next must hold integers; got dtypes "
+                        f"{ptr.dtype} and {nxt.dtype}")
+    prob = _as_float_array("succ_prob", prob, 1)
+    if ptr.shape != (S * A + 1,) or nxt.ndim != 1:
+        raise ValueError(f"pickled CMDP: succ_ptr has shape {ptr.shape} and succ_next "
+                         f"{nxt.shape}; expected ({S * A + 1},) and 1-D")
+    if ptr[0] != 0 or (np.diff(ptr) < 0).any() or ptr[-1] != nxt.size or nxt.size != prob.size:
+        raise ValueError(
+            f"pickled CMDP: succ_ptr must rise from 0 to len(succ_next) = {nxt.size} = "
+            f"len(succ_prob) = {prob.size}; got ptr[0] = {ptr[0]}, ptr[-1] = {ptr[-1]}"
+        )
+    _check_finite("succ_prob", prob)
+    _check_nonneg("succ_prob", prob)
+    bad = np.flatnonzero((nxt < 0) | (nxt >= S))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(f"succ_next[{j}] is {int(nxt[j])}; state indices must lie in [0, {S})")
+    rows = np.repeat(np.arange(S * A, dtype=np.int64), np.diff(ptr))
+    sums = np.bincount(rows, weights=prob, minlength=S * A)
+    _check_row_sums("succ_prob of pair", sums, lambda i: f" ({i // A}, {i % A})")
+    return _csr_from_triplets(rows, nxt.astype(np.int64), prob, S * A)
+
+
 def _rebuild_cmdp(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, terminal_state=None) -> CMDP:
+    ptr, nxt, prob = _checked_successor_rows(S, A, ptr, nxt, prob)
     obj = CMDP.__new__(CMDP)
-    obj._init_common(S, A, ptr, nxt, prob, r, c, b, gamma, nu0, dense=None,
+    obj._init_common(int(S), int(A), ptr, nxt, prob, r, c, b, gamma, nu0, dense=None,
                      terminal_state=terminal_state)
     return obj

@@ -3,12 +3,16 @@
 Values are expected discounted infinite-horizon sums from ``s_0 ~ nu0``:
 ``V_r(pi) = nu0^T (I - gamma P_pi)^{-1} r_pi`` and likewise for each cost column, with
 ``P_pi[s, s'] = sum_a pi[s, a] P[s, a, s']`` built from the CMDP's compressed successor
-rows. Three solvers, all exact to 1e-10 relative:
+rows. The solvers are exact to 1e-10 relative (the iterative ones up to the float64
+floor given below):
 
 * ``"dense"``: LU solve of the dense S x S system (fastest for small S);
 * ``"iterative"``: Gauss-Seidel sweeps on the sparse rows of ``P_pi`` with self-loop
   elimination, stopped by the rigorous bound ``gamma/(1-gamma) ||v_k - v_{k-1}||_inf <=
   rtol ||v_k||_inf`` (fastest for large sparse tasks at moderate gamma);
+  the requested ``rtol`` is raised to the float64 floor ``32 eps gamma/(1-gamma)``
+  (:func:`reachable_rtol`) and the sweeps are capped at :data:`ITERATIVE_MAX_SWEEPS`, past
+  which :class:`~safemeta_fast.errors.ConvergenceError` names the cap and the residual;
 * ``"sparse"``: scipy's sparse LU (SuperLU) of ``I - gamma P_pi`` (large S with gamma
   close to 1, where sweeps would be slow);
 * ``"span"``: Jacobi sweeps on the dense ``P_pi`` stopped by the McQueen-Porteus bound
@@ -46,6 +50,8 @@ __all__ = [
     "choose_method",
     "METHODS",
     "DENSE_MAX_STATES",
+    "ITERATIVE_MAX_SWEEPS",
+    "reachable_rtol",
 ]
 
 #: Accepted values of the ``method`` argument.
@@ -56,6 +62,12 @@ DENSE_MAX_STATES = 1000
 
 #: Relative accuracy target of the iterative solver (certified bound).
 DEFAULT_RTOL = 1e-11
+
+#: Hard cap on Gauss-Seidel sweeps (values and occupancy). The proven worst-case count grows
+#: like ``log(rtol) / log(gamma)`` (5e10 sweeps at gamma = 1 - 1e-9); past this cap the
+#: solvers raise ConvergenceError instead of running for hours ("auto" takes a
+#: factorisation long before: above 2000 worst-case sweeps).
+ITERATIVE_MAX_SWEEPS = 100_000
 
 # Cost model for "auto" (seconds, measured on the 7x7..100x100 gridworlds):
 # dense ~ S^3 * _C_DENSE; iterative ~ worst-case sweeps * min(nnz, S^2) * (1 + K) * _C_SWEEP
@@ -190,7 +202,8 @@ def _check_method(method) -> str:
 
 
 def _check_rtol(rtol) -> float:
-    if isinstance(rtol, (bool, np.bool_)) or not isinstance(rtol, (int, float, np.integer, np.floating)):
+    if isinstance(rtol, (bool, np.bool_)) or not isinstance(
+            rtol, (int, float, np.integer, np.floating)):
         raise TypeError(f"rtol must be a real number; got {type(rtol).__name__}")
     x = float(rtol)
     if not (math.isfinite(x) and 0.0 < x < 1.0):
@@ -199,7 +212,30 @@ def _check_rtol(rtol) -> float:
 
 
 def _expected_sweeps(gamma: float, rtol: float) -> int:
-    return int(_k.gs_sweep_bound(gamma, rtol))
+    return int(_k.gs_sweep_bound(gamma, reachable_rtol(gamma, rtol)))
+
+
+def reachable_rtol(gamma: float, rtol: float) -> float:
+    """The relative accuracy the iterative value solver actually certifies.
+
+    ``max(rtol, 32 eps gamma / (1 - gamma))``: a sweep's change cannot be expected below a
+    few dozen ulps of the values, so asking for less would never stop. For gamma = 0.99 the
+    floor is 7e-13 (below the default 1e-11); for gamma = 1 - 1e-9 it is 7e-6.
+
+    Examples
+    --------
+    >>> reachable_rtol(0.9, 1e-11), reachable_rtol(1 - 1e-9, 1e-11) > 1e-6
+    (1e-11, True)
+    """
+    return float(_k.reachable_rtol(float(gamma), float(rtol)))
+
+
+def _raise_not_converged(what: str, rtol: float, cap: int, bound: float) -> None:
+    raise ConvergenceError(
+        f"{what} hit its sweep cap of {cap} with certified relative error {bound:.3e} "
+        f"> rtol {rtol:.3e}; use method='sparse' or 'dense' (gamma close to 1 needs a "
+        "factorisation)"
+    )
 
 
 def choose_method(M: CMDP, method: str = "auto", rtol: float = DEFAULT_RTOL) -> str:
@@ -272,7 +308,7 @@ def _sweep_cap(M: CMDP, method: str, rtol: float) -> int:
     """Sweep cap of the kernel: the proven Gauss-Seidel bound, or the span budget."""
     if method == "span":
         return max(_SPAN_MIN_SWEEPS, int(_C_DENSE * M.n_states / _C_SPAN))
-    return _expected_sweeps(M.gamma, rtol) + 10
+    return min(_expected_sweeps(M.gamma, rtol) + 10, ITERATIVE_MAX_SWEEPS)
 
 
 def _values_matrix(M: CMDP, pi: np.ndarray, method: str, rtol: float) -> np.ndarray:
@@ -282,12 +318,11 @@ def _values_matrix(M: CMDP, pi: np.ndarray, method: str, rtol: float) -> np.ndar
         pptr, pcol, pval = _policy_system(M, pi)
         return np.asarray(_sparse_matrix(M, pptr, pcol, pval, transpose=False).solve(rhs))
     cap = _sweep_cap(M, method, rtol)
-    V, status = _k.values_matrix(M.succ_ptr, M.succ_next, M.succ_prob, M.r, M.c, pi, M.gamma,
-                                 _MODES[method], rtol, cap)
-    if status != _k.STATUS_OK:  # pragma: no cover - the cap is a proven bound
-        raise ConvergenceError(
-            f"iterative evaluation did not reach rtol {rtol:g} within {cap} sweeps"
-        )
+    rtol = reachable_rtol(M.gamma, rtol)
+    V, status, bound = _k.values_matrix(M.succ_ptr, M.succ_next, M.succ_prob, M.r, M.c, pi,
+                                        M.gamma, _MODES[method], rtol, cap)
+    if status != _k.STATUS_OK:
+        _raise_not_converged("iterative evaluation", rtol, cap, bound)
     return V
 
 
@@ -310,7 +345,14 @@ def evaluate(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -
         Solver, see :func:`choose_method`.
     rtol : float, default 1e-11
         Certified relative accuracy of the iterative solver (relative to the largest
-        state value of each column).
+        state value of each column), raised to :func:`reachable_rtol` when float64 cannot
+        reach it.
+
+    Raises
+    ------
+    ConvergenceError
+        When the iterative solver hits :data:`ITERATIVE_MAX_SWEEPS` (gamma close to 1);
+        the message names the cap and the certified error reached.
 
     Returns
     -------
@@ -334,13 +376,13 @@ def evaluate(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -
         vals = M.nu0 @ _values_matrix(M, pi, used, rtol)
     else:  # one fused kernel call: P_pi rows, right-hand sides, solve, nu0-weighting
         vals = np.zeros(1 + M.n_constraints)
+        bound = np.zeros(1)
         cap = _sweep_cap(M, used, rtol)
+        rtol = reachable_rtol(M.gamma, rtol)
         status = _k.evaluate_one(M.succ_ptr, M.succ_next, M.succ_prob, M.r, M.c, M.nu0, pi,
-                                 M.gamma, _MODES[used], rtol, cap, vals)
-        if status != _k.STATUS_OK:  # pragma: no cover - the cap is a proven bound
-            raise ConvergenceError(
-                f"iterative evaluation did not reach rtol {rtol:g} within {cap} sweeps"
-            )
+                                 M.gamma, _MODES[used], rtol, cap, vals, bound)
+        if status != _k.STATUS_OK:
+            _raise_not_converged("iterative evaluation", rtol, cap, float(bound[0]))
     return Evaluation(float(vals[0]), _readonly(vals[1:].copy()), M.cost_limit, used)
 
 
@@ -389,7 +431,9 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
     pi : array_like, shape (S, A)
     method, rtol
         As in :func:`evaluate` (the iterative solver certifies ``||d - d*||_1 <= rtol``
-        through the residual; "span" solves the adjoint system by the dense LU).
+        through the residual, with ``rtol`` raised to the float64 floor
+        ``32 eps (1 + nnz(P_pi)/S) / (1 - gamma)`` and at most ITERATIVE_MAX_SWEEPS sweeps;
+        "span" solves the adjoint system by the dense LU).
 
     Returns
     -------
@@ -417,13 +461,11 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
         d = _sparse_matrix(M, pptr, pcol, pval, transpose=True).solve((1.0 - M.gamma) * M.nu0)
     else:
         pptr, pcol, pval = _policy_system(M, pi)
-        cap = 4 * (_expected_sweeps(M.gamma, rtol) + 10)
-        d, _, status = _k.solve_occupancy_gs(pptr, pcol, pval, M.nu0, M.gamma, rtol, cap)
+        rtol = float(_k.reachable_occupancy_rtol(M.gamma, rtol, pcol.shape[0] / M.n_states))
+        cap = min(4 * (int(_k.gs_sweep_bound(M.gamma, rtol)) + 10), ITERATIVE_MAX_SWEEPS)
+        d, _, status, bound = _k.solve_occupancy_gs(pptr, pcol, pval, M.nu0, M.gamma, rtol, cap)
         if status != _k.STATUS_OK:
-            raise ConvergenceError(
-                f"iterative occupancy did not reach rtol {rtol:g} within {cap} sweeps; "
-                "use method='sparse'"
-            )
+            _raise_not_converged("iterative occupancy", rtol, cap, bound)
     d = np.maximum(np.asarray(d), 0.0)  # round-off can leave -1e-17 on unreachable states
     mu = d[:, None] * pi
     mu /= mu.sum()
@@ -470,12 +512,16 @@ def evaluate_many(M: CMDP, policies, *, method: str = "auto",
     n, K = pis.shape[0], M.n_constraints
     out = np.zeros((n, 1 + K))
     status = np.zeros(n, dtype=np.int64)
+    bound = np.zeros(n)
     cap = _sweep_cap(M, used, rtol)
+    rtol = reachable_rtol(M.gamma, rtol)
     _k.evaluate_batch(M.succ_ptr, M.succ_next, M.succ_prob, M.r, M.c, M.nu0,
-                      np.ascontiguousarray(pis), M.gamma, _MODES[used], rtol, cap, out, status)
-    if np.any(status != _k.STATUS_OK):  # pragma: no cover - the cap is a proven bound
+                      np.ascontiguousarray(pis), M.gamma, _MODES[used], rtol, cap, out, status,
+                      bound)
+    if np.any(status != _k.STATUS_OK):
         i = int(np.flatnonzero(status)[0])
-        raise ConvergenceError(f"iterative evaluation of policies[{i}] did not converge")
+        _raise_not_converged(f"iterative evaluation of policies[{i}]", rtol, cap,
+                             float(bound[i]))
     return EvaluationBatch(_readonly(out[:, 0].copy()), _readonly(out[:, 1:].copy()),
                            M.cost_limit, used)
 
@@ -554,10 +600,12 @@ def evaluate_affine(model, thetas, policies, *, rtol: float = DEFAULT_RTOL) -> n
     n, m, K = th.shape[0], pis.shape[0], M.n_constraints
     out = np.zeros((n, m, 1 + K))
     status = np.zeros((n, m), dtype=np.int64)
+    cap = _sweep_cap(M, used, rtol)
+    rtol = reachable_rtol(M.gamma, rtol)
     _k.evaluate_affine_tasks(M.succ_ptr, M.succ_next, model.prob0, model.dprob,
                              np.asarray(M.r), model.dr, np.asarray(M.c), model.dc,
                              np.asarray(M.nu0), model.dnu0, th - model.theta0, pis, M.gamma,
-                             _MODES[used], rtol, _sweep_cap(M, used, rtol), out, status)
+                             _MODES[used], rtol, cap, out, status)
     if np.any(status != _k.STATUS_OK):  # pragma: no cover - the cap is a proven bound
         t, i = (int(x) for x in np.argwhere(status != _k.STATUS_OK)[0])
         raise ConvergenceError(f"evaluation of policies[{i}] on task {t} did not converge")

@@ -19,7 +19,8 @@ Two interchangeable back ends solve the same LP:
     A persistent :class:`highspy.Highs` model per problem shape. The constraint matrix is
     filled straight from the CMDP's compressed successor rows (never from a dense P) with
     one precomputed scatter per sparsity pattern, and a re-solve starts from the previous
-    optimal simplex basis (``warm_start``). Used for ``solver="HIGHS"``.
+    optimal simplex basis (``reuse_basis``) or the task's crash basis. Used for
+    ``solver="HIGHS"``.
 ``"cvxpy"``
     A DPP-compliant cvxpy problem, compiled once per problem shape, whose data are
     :class:`cvxpy.Parameter` objects; the flow matrix ``gamma P^T`` is a *sparse*
@@ -32,10 +33,12 @@ a task with a different support gets its own entry (never a silently wrong matri
 cache is not thread-safe; use one process per worker.
 
 Default solver (``solver=None``): HiGHS' dual simplex whenever it may start from a basis
-(``warm_start=True``, the default): the previous optimal basis of the compiled problem,
-or, on the first solve of a shape and support, the *crash basis* of the unconstrained
+(``warm_start=True``, the default): the *crash basis* of the task's own unconstrained
 optimal policy (:func:`safemeta_fast.planning.solve_mdp`, milliseconds), which is dual
-feasible, so the dual simplex only repairs the cost rows. From such a basis HiGHS was the
+feasible, so the dual simplex only repairs the cost rows. The basis depends on the task
+alone, so answers do not depend on the solve history; ``reuse_basis=True`` starts from the
+previous optimal basis instead (1.4-1.6x faster re-solves, history-dependent). Every answer
+is checked by exact evaluation of its policy (``VERIFY_RTOL``). From such a basis HiGHS was the
 fastest back end at every measured size, sparse or dense, first solve or re-solve (see
 ``DEFAULT_SOLVER_TIMES``). A cold simplex (``warm_start=False``) grows quickly with size,
 so then HiGHS is used up to ``AUTO_SIMPLEX_MAX_PAIRS`` (600) pairs and Clarabel above.
@@ -67,6 +70,7 @@ __all__ = [
     "AUTO_SIMPLEX_MAX_PAIRS",
     "DEFAULT_SOLVER_TIMES",
     "UNREACHED_TOL",
+    "VERIFY_RTOL",
 ]
 
 #: With ``warm_start=False``, the largest number of state-action pairs S*A for which
@@ -105,6 +109,18 @@ AUTO_SIMPLEX_MAX_PAIRS = 600
 #: States whose total occupancy is at most this get the uniform policy.
 UNREACHED_TOL = 1e-10
 
+#: Every LP answer is checked by exact evaluation of the returned policy
+#: (:func:`safemeta_fast.evaluation.evaluate`): a value the LP reports may differ from the
+#: exact one by at most ``VERIFY_RTOL * (|exact| + max |x|)`` (x the one-step reward or
+#: cost), else OracleError. The exact values are the ones returned. Measured gaps: HiGHS
+#: 1e-16..1e-11, Clarabel up to 2e-5 (20x20 gridworld, gamma 0.99, cost at its limit);
+#: the 1-1e-7 gridworld that motivated the check: 3e-2.
+VERIFY_RTOL = 1e-4
+#: ``1 - gamma`` below this, or rewards/costs above EXTREME_SCALE in absolute value, are
+#: named in the OracleError messages (the LP is then badly scaled for a float64 solver).
+EXTREME_HORIZON = 1e-5
+EXTREME_SCALE = 1e10
+
 _SOLVERS = ("HIGHS", "CLARABEL")
 _BACKENDS = ("auto", "highspy", "cvxpy")
 _OBJECTIVES = ("reward", "cost")
@@ -126,9 +142,11 @@ class LPResult:
     occupancy : numpy.ndarray, shape (S, A)
         The LP's occupancy ``mu`` (solver round-off below 0 clipped to 0); sums to 1.
     reward : float
-        ``<mu, r> / (1 - gamma)``: the exact discounted reward of ``policy`` from ``nu0``.
+        The exact discounted reward of ``policy`` from ``nu0`` (by
+        :func:`~safemeta_fast.evaluation.evaluate`; it agrees with the LP's
+        ``<mu, r> / (1 - gamma)`` within ``VERIFY_RTOL``, else OracleError).
     cost : numpy.ndarray, shape (K,)
-        ``<mu, c_k> / (1 - gamma)``: its exact discounted costs.
+        Its exact discounted costs (checked against ``<mu, c_k> / (1 - gamma)`` likewise).
     duals : numpy.ndarray, shape (K,)
         Multipliers of the cost constraints (>= 0 up to solver tolerance): the rate at
         which the optimal reward grows per unit of cost limit. All zero for
@@ -313,7 +331,8 @@ class OccupancyLP:
         ``start`` is ``"warm"`` (cvxpy's warm start from the previous solution) or ``"cold"``.
         """
         if not self.pattern.matches(M):
-            raise ValueError("M does not have the shape and transition support this LP was built for")
+            raise ValueError(
+                "M does not have the shape and transition support this LP was built for")
         self._set(M, w, b)
         warm = bool(warm_start) and solver in self._solved_once
         start = "warm" if warm else "cold"
@@ -327,11 +346,12 @@ class OccupancyLP:
         return str(status), None, None, start
 
     def solve(self, M: CMDP, *, margin=0.0, solver: str = "CLARABEL", warm_start: bool = True,
-              objective: str = "reward", k: int = 0) -> LPResult:
+              objective: str = "reward", k: int = 0, reuse_basis: bool = False) -> LPResult:
         """Solve for task ``M`` (same shape and support); see :func:`solve_lp`."""
         _check_cmdp(M)
         return _solve_with(self, M, _check_margin(margin, M.n_constraints), _check_solver(solver),
-                           bool(warm_start), objective, k, cache_hit=True)
+                           bool(warm_start), objective, k, cache_hit=True,
+                           reuse_basis=_check_flag("reuse_basis", reuse_basis))
 
 
 # ---------------------------------------------------------------------------
@@ -436,18 +456,22 @@ class HighsOccupancyLP:
         return basis
 
     def solve_raw(self, M: CMDP, w: np.ndarray, b: np.ndarray, *, solver: str = "HIGHS",
-                  warm_start: bool = True, basis_key="reward", crash_policy=None):
+                  warm_start: bool = True, basis_key="reward", crash_policy=None,
+                  reuse_basis: bool = False):
         """Solve maximise ``w . mu`` with limits ``b`` (K,) (``inf`` = no limit).
 
         ``crash_policy``: a callable returning action indices (S,); with ``warm_start``
-        and no previous basis under ``basis_key``, the solve starts from
-        :meth:`crash_basis` of that policy. Returns ``(status, mu, duals, start)`` like
-        :meth:`OccupancyLP.solve_raw`, ``start`` being ``"warm"`` (previous optimal basis),
-        ``"crash"`` or ``"cold"``.
+        the solve starts from :meth:`crash_basis` of that policy, a function of this task
+        only, so the answer does not depend on what was solved before. With
+        ``reuse_basis`` it starts from the previous optimal basis under ``basis_key``
+        instead, when there is one (faster; history-dependent on degenerate LPs). Returns
+        ``(status, mu, duals, start)`` like :meth:`OccupancyLP.solve_raw`, ``start`` being
+        ``"warm"`` (previous optimal basis), ``"crash"`` or ``"cold"``.
         """
         hp = self._hp
         if not self.pattern.matches(M):
-            raise ValueError("M does not have the shape and transition support this LP was built for")
+            raise ValueError(
+                "M does not have the shape and transition support this LP was built for")
         S, K, n = self.pattern.S, self.pattern.K, self.pattern.n
         g = M.gamma
         raw = np.concatenate([
@@ -468,7 +492,7 @@ class HighsOccupancyLP:
         lp.a_matrix_.start_ = self._start
         lp.a_matrix_.index_ = self._index
         lp.a_matrix_.value_ = values
-        basis = self._basis.get(basis_key) if warm_start else None
+        basis = self._basis.get(basis_key) if warm_start and reuse_basis else None
         start = "cold" if basis is None else "warm"
         if basis is None and warm_start and crash_policy is not None:
             basis, start = self.crash_basis(crash_policy()), "crash"
@@ -497,11 +521,12 @@ class HighsOccupancyLP:
         return h.getModelStatus().name
 
     def solve(self, M: CMDP, *, margin=0.0, warm_start: bool = True, objective: str = "reward",
-              k: int = 0) -> LPResult:
+              k: int = 0, reuse_basis: bool = False) -> LPResult:
         """Solve for task ``M`` (same shape and support); see :func:`solve_lp`."""
         _check_cmdp(M)
         return _solve_with(self, M, _check_margin(margin, M.n_constraints), "HIGHS",
-                           bool(warm_start), objective, k, cache_hit=True)
+                           bool(warm_start), objective, k, cache_hit=True,
+                           reuse_basis=_check_flag("reuse_basis", reuse_basis))
 
 
 # ---------------------------------------------------------------------------
@@ -541,7 +566,8 @@ def _check_cmdp(M) -> None:
 
 def _check_margin(margin, K: int) -> np.ndarray:
     if isinstance(margin, (bool, np.bool_)):
-        raise TypeError(f"margin must be a real number or an array of shape (K,) = ({K},); got bool")
+        raise TypeError(
+            f"margin must be a real number or an array of shape (K,) = ({K},); got bool")
     if isinstance(margin, numbers.Real):
         m = float(margin)
         if not math.isfinite(m):
@@ -549,10 +575,12 @@ def _check_margin(margin, K: int) -> np.ndarray:
         return np.full(K, m)
     if isinstance(margin, (str, bytes)) or margin is None:
         raise TypeError(
-            f"margin must be a real number or an array of shape (K,) = ({K},); got {type(margin).__name__}"
+            f"margin must be a real number or an array of shape (K,) = ({K},); "
+            f"got {type(margin).__name__}"
         )
     arr = np.asarray(margin)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)
+                                   or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"margin must hold real numbers; got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if arr.ndim == 0:
@@ -563,12 +591,19 @@ def _check_margin(margin, K: int) -> np.ndarray:
     return arr
 
 
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def _check_solver(solver) -> str:
     if not isinstance(solver, str):
         raise TypeError(f"solver must be None or one of {_SOLVERS}; got {type(solver).__name__}")
     name = solver.upper()
     if name not in _SOLVERS:
-        raise ValueError(f"solver is {solver!r}; expected one of {_SOLVERS} (case-insensitive) or None")
+        raise ValueError(
+            f"solver is {solver!r}; expected one of {_SOLVERS} (case-insensitive) or None")
     return name
 
 
@@ -597,7 +632,8 @@ def _extract_policy(mu_sa: np.ndarray) -> np.ndarray:
     return pi
 
 
-def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit) -> LPResult:
+def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit,
+                reuse_basis=False) -> LPResult:
     k = _check_objective(objective, k, M.n_constraints)
     S, A, K = M.n_states, M.n_actions, M.n_constraints
     C = _cost_matrix(M)
@@ -616,16 +652,18 @@ def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit) 
             M, w, b_solver, warm_start=warm_start,
             basis_key="reward" if objective == "reward" else ("cost", k),
             crash_policy=lambda: _unconstrained_policy(M, objective, k),
+            reuse_basis=reuse_basis,
         )
-    else:
+    else:  # cvxpy's warm start reuses the previous solution: history, so only on request
         status, mu, duals, start = lp.solve_raw(M, w, b_solver, solver=solver,
-                                                warm_start=warm_start)
+                                                warm_start=warm_start and reuse_basis)
     if status == "infeasible":
         if objective == "cost":  # pragma: no cover - the flow polytope is never empty
             raise OracleError("the flow polytope was reported empty; this is a solver failure",
                               status=status)
         mins = np.array([
-            _solve_with(lp, M, margin_arr, solver, warm_start, "cost", j, cache_hit).cost[j]
+            _solve_with(lp, M, margin_arr, solver, warm_start, "cost", j, cache_hit,
+                        reuse_basis).cost[j]
             for j in range(K)
         ])
         parts = ", ".join(
@@ -643,13 +681,13 @@ def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit) 
     if status != "optimal":
         raise OracleError(
             f"{solver} ({lp.backend}) returned status {status!r} for the occupancy LP; "
-            f"try another solver (solver='HIGHS' or 'CLARABEL')",
+            f"try another solver (solver='HIGHS' or 'CLARABEL'){_scale_note(M)}",
             status=str(status),
         )
     mu_sa = np.maximum(mu, 0.0).reshape(S, A)
     policy = _extract_policy(mu_sa)
-    reward = float(M.r.ravel() @ mu_sa.ravel()) / (1.0 - M.gamma)
-    cost = C @ mu_sa.ravel()
+    reward, cost = _verified_values(M, policy, float(M.r.ravel() @ mu_sa.ravel()) /
+                                    (1.0 - M.gamma), C @ mu_sa.ravel(), solver, lp.backend)
     if objective == "cost":
         duals = np.zeros(K)
     elapsed = time.perf_counter() - t0
@@ -672,6 +710,51 @@ def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit) 
     )
 
 
+def _scale_note(M: CMDP) -> str:
+    """Why the LP may be numerically out of reach, when the data say so ("" otherwise)."""
+    notes = []
+    if 1.0 - M.gamma < EXTREME_HORIZON:
+        notes.append(
+            f"gamma = {M.gamma!r}: the flow right-hand side (1 - gamma) nu0 <= {1 - M.gamma:.1e} "
+            "is at the solver's feasibility tolerance (about 1e-7)"
+        )
+    for name, x in (("reward", M.r), ("cost", M.c)):
+        top = float(np.max(np.abs(x))) if x.size else 0.0
+        if top > EXTREME_SCALE:
+            notes.append(f"max |{name}| = {top:.3g} is beyond what a float64 LP solves "
+                         f"reliably (rescale {name}s to O(1), e.g. divide by {top:.3g})")
+    return ("; the task's scale is extreme: " + "; ".join(notes)) if notes else ""
+
+
+def _verified_values(M: CMDP, policy, reward_lp: float, cost_lp, solver, backend):
+    """Exact values of the returned policy, checked against what the LP reported.
+
+    ``evaluation.evaluate`` solves ``(I - gamma P_pi) v = x_pi`` for the extracted policy;
+    when the LP's own ``<mu, x>/(1 - gamma)`` differs by more than
+    ``VERIFY_RTOL * (|exact| + max |x|)`` (per value) the LP answer is not the policy's,
+    and OracleError names both. Otherwise the exact values are returned.
+    """
+    from .evaluation import evaluate
+
+    ev = evaluate(M, policy)
+    exact = np.concatenate([[ev.reward], ev.cost])
+    reported = np.concatenate([[reward_lp], np.asarray(cost_lp, dtype=np.float64)])
+    unit = np.concatenate([[np.max(np.abs(M.r))], np.max(np.abs(M.c), axis=(0, 1))])
+    tol = VERIFY_RTOL * (np.abs(exact) + unit)
+    gap = np.abs(exact - reported)
+    bad = np.flatnonzero(~(gap <= tol))
+    if bad.size:
+        j = int(bad[0])
+        what = "reward" if j == 0 else f"cost[{j - 1}]"
+        raise OracleError(
+            f"{solver} ({backend}) reported {what} {reported[j]:.6g} for its policy, but the "
+            f"exact evaluation of that policy gives {exact[j]:.6g} (gap {gap[j]:.3g} > "
+            f"tolerance {tol[j]:.3g}); the LP answer cannot be trusted{_scale_note(M)}",
+            status="value_mismatch",
+        )
+    return float(exact[0]), exact[1:].copy()
+
+
 def _unconstrained_policy(M: CMDP, objective: str, k: int | None) -> np.ndarray:
     """Action indices (S,) of the optimal policy of the LP's objective without cost rows."""
     from .planning import solve_mdp
@@ -691,7 +774,8 @@ def _default_solver(M: CMDP, warm_start: bool) -> str:
 
 
 def solve_lp(M: CMDP, *, margin=0.0, solver: str | None = None, warm_start: bool = True,
-             objective: str = "reward", k: int = 0, backend: str = "auto") -> LPResult:
+             objective: str = "reward", k: int = 0, backend: str = "auto",
+             reuse_basis: bool = False) -> LPResult:
     """Oracle O_l: the optimal constrained policy of a tabular CMDP by its occupancy LP.
 
     Solves ``max <mu, r>/(1-gamma)`` over occupancy measures ``mu`` (flow conservation
@@ -714,10 +798,16 @@ def solve_lp(M: CMDP, *, margin=0.0, solver: str | None = None, warm_start: bool
         ``S * A <= AUTO_SIMPLEX_MAX_PAIRS``, Clarabel (interior point) otherwise (the
         measurements are in ``DEFAULT_SOLVER_TIMES``). Case-insensitive.
     warm_start : bool, default True
-        HiGHS: start from the previous optimal basis of the same compiled problem, or, when
-        there is none yet, from the crash basis of the unconstrained optimal policy
-        (``LPResult.start`` says which). cvxpy: pass its ``warm_start``. A warm solve that
-        fails is retried cold automatically.
+        HiGHS: start from the crash basis of this task's unconstrained optimal policy
+        (``LPResult.start == "crash"``). The basis is a function of the task alone, so the
+        same input gives the same policy whatever was solved before in the process. A
+        solve from a basis that fails is retried cold automatically.
+    reuse_basis : bool, default False
+        Start instead from the previous optimal basis of the same compiled problem (HiGHS;
+        ``start == "warm"``) or the previous solution (cvxpy's ``warm_start``). About 1.5x
+        faster per re-solve, but on LPs with several optimal vertices the answer then
+        depends on the solve history (issue 10 measured 5 distinct rewards over 6
+        histories on one task).
     objective : {"reward", "cost"}, default "reward"
         ``"cost"`` instead minimises ``<mu, c_k>/(1-gamma)`` over the flow polytope with no
         cost constraint (the smallest achievable cost of constraint ``k``, and a policy
@@ -741,7 +831,10 @@ def solve_lp(M: CMDP, *, margin=0.0, solver: str | None = None, warm_start: bool
         achievable cost of each constraint; ``min_cost`` (K,) and ``cost_limit`` (K,) carry
         the numbers.
     OracleError
-        When the solver returns any other non-optimal status (``status`` attribute).
+        When the solver returns any other non-optimal status (``status`` attribute), or
+        when the values it reports for its policy disagree with that policy's exact
+        evaluation (``status == "value_mismatch"``); the message names an extreme scale
+        (gamma within 1e-5 of 1, rewards or costs above 1e10) when there is one.
     TypeError, ValueError
         For a bad argument (not a CMDP, non-finite margin, unknown solver, ...).
 
@@ -766,8 +859,10 @@ def solve_lp(M: CMDP, *, margin=0.0, solver: str | None = None, warm_start: bool
         backend = "highspy" if name == "HIGHS" else "cvxpy"
     elif backend == "highspy" and name != "HIGHS":
         raise ValueError(f"backend 'highspy' runs only solver 'HIGHS'; got solver {name!r}")
+    reuse_basis = _check_flag("reuse_basis", reuse_basis)
     lp, hit = _get_lp(M, backend)
-    return _solve_with(lp, M, margin_arr, name, bool(warm_start), objective, k, cache_hit=hit)
+    return _solve_with(lp, M, margin_arr, name, bool(warm_start), objective, k, cache_hit=hit,
+                       reuse_basis=reuse_basis)
 
 
 def min_cost(M: CMDP, k: int | None = None, *, solver: str | None = None):

@@ -122,13 +122,16 @@ def value_iteration(M: CMDP, *, tol: float = 1e-8, max_iter: int = 100_000,
     ``v(s) <- max_a (x(s,a) + gamma sum_{s' != s} P v(s')) / (1 - gamma P(s|s,a))``
     (self-loops eliminated; a gamma-contraction with fixed point ``v*``), and the loop
     stops when ``gamma/(1-gamma) ||v_k - v_{k-1}||_inf <= tol``, which guarantees
-    ``||v_k - v*||_inf <= tol``.
+    ``||v_k - v*||_inf <= tol``. A ``tol`` below float64 resolution (the change of a sweep
+    cannot drop below a few dozen ulps of ``||v||_inf``: about ``7e-15 ||v||_inf
+    gamma/(1-gamma)``) is raised to that floor, so gamma close to 1 stops instead of
+    spinning to ``max_iter``; ``error_bound`` reports the bound actually met.
 
     Parameters
     ----------
     M : CMDP
     tol : float, default 1e-8
-        Absolute accuracy of the values (> 0).
+        Absolute accuracy of the values (> 0), up to the float64 floor above.
     max_iter : int, default 100000
         Sweep cap (>= 1).
     objective : {"reward", "cost"}, default "reward"
@@ -308,7 +311,9 @@ def solve_mdp(M: CMDP, *, method: str = "auto", path: str = "auto", tol: float =
     (Modified) policy iteration stops on the McQueen-Porteus bounds
     ``T v + gamma/(1-gamma) min(Tv - v) <= v* <= T v + gamma/(1-gamma) max(Tv - v)``:
     once ``gamma/(1-gamma) span(Tv - v)/2 <= tol`` the midpoint is returned, so
-    ``||values - v*||_inf <= tol`` for every method. Policy iteration also stops when its
+    ``||values - v*||_inf <= tol`` for every method (``tol`` raised to the float64 floor
+    ``gamma/(1-gamma) 32 eps ||T v||_inf`` when it is smaller; ``error_bound`` reports the
+    bound met). Policy iteration also stops when its
     policy is stable (an action changes only if another is better by more than 1e-13
     relative). The returned policy is greedy for the returned values (lowest action index
     on exact ties).
@@ -530,7 +535,7 @@ def primal_dual(M: CMDP, *, beta: float = 0.1, eta_p: float | None = None, eta_x
     sweep_tol = _nonneg("sweep_tol", sweep_tol)
     mode = _choice("mode", mode, PRIMAL_DUAL_MODES)
 
-    S, A, K = M.n_states, M.n_actions, M.n_constraints
+    S, K = M.n_states, M.n_constraints
     z = M.r / beta
     pi = np.exp(z - z.max(axis=1, keepdims=True))
     pi /= pi.sum(axis=1, keepdims=True)

@@ -23,7 +23,7 @@ from .kernels.rollout import (
 )
 from .policy import Mixture, as_policy
 from .seeding import resolve_seed
-from .validation import check_bool, check_int
+from .validation import check_bool, check_size
 
 __all__ = ["rollout", "RolloutResult"]
 
@@ -142,7 +142,8 @@ def rollout(M, policy_or_mixture, n_episodes, horizon, *, seed, closed_form=True
     ValueError
         If the policy (or the mixture's components) do not have shape (S, A), have
         negative or non-finite entries or rows that do not sum to 1, or a count is
-        negative.
+        negative or so large that its arrays would exceed
+        :data:`~safemeta_fast.validation.MAX_ARRAY_BYTES` (checked before allocating).
 
     Examples
     --------
@@ -166,8 +167,10 @@ def rollout(M, policy_or_mixture, n_episodes, horizon, *, seed, closed_form=True
         policies = np.ascontiguousarray(as_policy(policy_or_mixture, S, A, name="policy")[None])
         weights = np.ones(1)
         is_mixture = False
-    n = check_int("n_episodes", n_episodes, 0)
-    H = check_int("horizon", horizon, 0)
+    # outputs: reward (8 bytes), cost (8 K) and component (8) per episode; the discount
+    # tail holds H + 1 floats
+    n = check_size("n_episodes", n_episodes, item_bytes=8 * (2 + K), what="the episode outputs")
+    H = check_size("horizon", horizon, item_bytes=8, what="the discount tail")
     closed_form = check_bool("closed_form", closed_form)
     parallel = check_bool("parallel", parallel)
     seed_used = resolve_seed(seed)

@@ -3,13 +3,21 @@
 Every file of a run folder is written to a temporary file in the same directory and
 renamed into place (``os.replace``, atomic on POSIX and Windows), so an interrupted run
 never leaves a half-written file under its final name: a file either is complete or is
-absent. Temporary files carry the suffix :data:`TMP_SUFFIX` and can be removed with
-:func:`remove_stale_temporaries`.
+absent. Files are written with mode 0644 (:data:`FILE_MODE`). Temporary files carry the
+writer's pid and the suffix :data:`TMP_SUFFIX`; :func:`remove_stale_temporaries` removes
+those of writers that are no longer alive.
+
+A run folder can be locked by one process at a time: :func:`acquire_lock` /
+:func:`release_lock` (or the :func:`run_lock` context manager) keep a lock file
+:data:`LOCK_NAME` holding the holder's pid and host; a lock whose holder has died is taken
+over.
 
 Array files are ``.npz`` without pickle: the arrays plus one JSON metadata document
 stored as a 0-d unicode array under :data:`META_KEY`. :func:`load_npz` checks that the
-file opens, that the metadata parses, and that the arrays the caller requires are present
-with the expected number of dimensions, and raises :class:`RunFolderError` otherwise.
+file opens, that every member decompresses with a correct CRC (also with
+``metadata_only``), that the metadata parses, and that the arrays the caller requires are
+present with the expected number of dimensions, and raises :class:`RunFolderError`
+otherwise. :func:`load_unit` turns that into "unreadable unit <path>, will be re-run".
 
 Examples
 --------
@@ -23,12 +31,16 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +61,22 @@ __all__ = [
     "config_diff",
     "remove_stale_temporaries",
     "csv_text",
+    "load_unit",
+    "acquire_lock",
+    "release_lock",
+    "run_lock",
+    "LOCK_NAME",
+    "FILE_MODE",
 ]
 
 #: Key of the JSON metadata document inside every ``.npz`` written here.
 META_KEY = "__metadata__"
 #: Suffix of temporary files (never a final name).
 TMP_SUFFIX = ".partial"
+#: Name of the lock file of a run folder (JSON: ``{"pid": ..., "host": ...}``).
+LOCK_NAME = ".lock"
+#: Permissions of every file written here (owner read/write, others read), whatever the umask.
+FILE_MODE = 0o644
 
 
 class RunFolderError(SafeMetaError):
@@ -120,17 +142,13 @@ def config_diff(stored: dict, current: dict) -> list:
     return out
 
 
-def _file_mode() -> int:
-    """Permissions of an ordinary new file (0666 minus the umask; mkstemp would give 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _temporary(path: Path):
+    """A temporary file next to ``path`` named ``.<name>.<pid>.<random>.partial``, mode 0644
+    (mkstemp alone would give 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    os.chmod(tmp, _file_mode())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=TMP_SUFFIX)
+    os.chmod(tmp, FILE_MODE)
     return fd, tmp
 
 
@@ -230,17 +248,15 @@ def load_npz(path, *, required: dict | None = None, metadata_only: bool = False)
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            if metadata_only:
-                names = set(z.files)
-                arrays = {META_KEY: z[META_KEY]} if META_KEY in names else {}
-            else:
-                arrays = {k: z[k] for k in z.files}
-                names = set(arrays)
+            # every member is decompressed (CRC-checked by zipfile) even for metadata_only:
+            # a unit with a corrupted array must not pass as finished
+            arrays = {k: z[k] for k in z.files}
+            names = set(arrays)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise RunFolderError(f"{path}: not a readable .npz file ({exc}); delete it to recompute") \
-            from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise RunFolderError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); "
+                             "delete it to recompute") from None
     if META_KEY not in arrays:
         raise RunFolderError(f"{path}: no {META_KEY!r} entry; not written by safemeta_fast.runio")
     try:
@@ -251,19 +267,165 @@ def load_npz(path, *, required: dict | None = None, metadata_only: bool = False)
         if name not in names:
             raise RunFolderError(f"{path}: array {name!r} is missing; present: "
                                  f"{sorted(names - {META_KEY})}")
-        if not metadata_only and arrays[name].ndim != ndim:
+        if arrays[name].ndim != ndim:
             raise RunFolderError(f"{path}: array {name!r} has shape {arrays[name].shape}; "
                                  f"expected {ndim} dimension(s)")
-    return arrays, meta
+    return ({} if metadata_only else arrays), meta
+
+
+def load_unit(path, *, required: dict | None = None, metadata_only: bool = False,
+              echo=None):
+    """Load a finished unit of a run, or None when it is absent or must be re-run.
+
+    The file is validated fully (:func:`load_npz`: every member decompressed and
+    CRC-checked, metadata parsed, required arrays and dimensions present). An unreadable
+    file is reported as ``"unreadable unit <path>, will be re-run (<reason>)"`` through
+    ``echo`` (default: a :class:`RuntimeWarning`) and None is returned, so the caller
+    recomputes it and the atomic write replaces the bad file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = atomic_write_bytes(d / "u.npz", b"PK\x03\x04 not really a zip")
+    >>> load_unit(d / "u.npz", echo=print)  # doctest: +ELLIPSIS
+    unreadable unit .../u.npz, will be re-run (...)
+    >>> load_unit(d / "missing.npz") is None
+    True
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return load_npz(path, required=required, metadata_only=metadata_only)
+    except RunFolderError as exc:
+        reason = str(exc)
+        prefix = f"{path}: "
+        reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+        message = f"unreadable unit {path}, will be re-run ({reason})"
+        if echo is None:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        else:
+            echo(message)
+        return None
+
+
+# ---------------------------------------------------------------------------
+# run-folder lock and stale temporaries
+# ---------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read_lock(path: Path):
+    """(pid, host) recorded in a lock file, or None when it is unreadable (a torn write)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        return int(obj["pid"]), str(obj["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def acquire_lock(folder) -> Path:
+    """Lock the run folder ``folder`` for this process; returns the lock file's path.
+
+    The lock file :data:`LOCK_NAME` is created exclusively (``O_CREAT | O_EXCL``) and holds
+    ``{"pid": ..., "host": ...}``. When it already exists and its holder is alive (or runs on
+    another host, where liveness cannot be checked), :class:`RunFolderError` names the
+    holder; when the holder has died (same host, no such pid) or the file is unreadable, the
+    stale lock is removed and taken over. Re-acquiring a lock this process holds is a no-op.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> lock = acquire_lock(d)
+    >>> lock.name, release_lock(d)
+    ('.lock', True)
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    me = (os.getpid(), socket.gethostname())
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if holder == me:
+                return path
+            if holder is not None and (holder[1] != me[1] or _pid_alive(holder[0])):
+                raise RunFolderError(
+                    f"run folder {folder} is in use by pid {holder[0]} on host {holder[1]} "
+                    f"(lock file {path}); wait for it to finish, use another folder, or "
+                    "delete the lock file if that process is gone"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # the holder died: take the lock over
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"pid": me[0], "host": me[1]}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return path
+    raise RunFolderError(f"could not lock run folder {folder}: {path} keeps reappearing")
+
+
+def release_lock(folder) -> bool:
+    """Remove the lock of ``folder`` if this process holds it; returns whether it did."""
+    path = Path(folder) / LOCK_NAME
+    if _read_lock(path) != (os.getpid(), socket.gethostname()):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(folder):
+    """``with run_lock(folder):`` holds :func:`acquire_lock` for the block, then releases."""
+    path = acquire_lock(folder)
+    try:
+        yield path
+    finally:
+        release_lock(folder)
+
+
+def _writer_pid(name: str):
+    """The pid in ``.<name>.<pid>.<random>.partial`` (None for other names)."""
+    parts = name[: -len(TMP_SUFFIX)].split(".")
+    if len(parts) >= 4 and parts[-2].isdigit():
+        return int(parts[-2])
+    return None
 
 
 def remove_stale_temporaries(folder) -> int:
-    """Delete temporary files left by interrupted writes below ``folder``; return their number."""
+    """Delete temporary files of dead writers below ``folder``; return their number.
+
+    A temporary file carries its writer's pid; it is removed only when no process with that
+    pid is alive on this machine, so a concurrent writer's file in progress is never
+    touched. Temporaries without a pid (older versions of this module) are removed.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
     for p in folder.rglob(f".*{TMP_SUFFIX}"):
+        pid = _writer_pid(p.name)
+        if pid is not None and _pid_alive(pid):
+            continue
         try:
             p.unlink()
             n += 1

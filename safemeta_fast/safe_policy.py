@@ -24,8 +24,12 @@ import numpy as np
 from .cmdp import CMDP, _readonly
 from .errors import ConvergenceError, SafetyAssumptionError
 from .evaluation import evaluate
+from .kernels.evaluation import EPS as _EPS
+from .kernels.evaluation import FLOOR_ULPS as _FLOOR_ULPS
 from .kernels.robust import robust_value_iteration
 from .policy import as_policy
+
+_k_FLOOR = _FLOOR_ULPS * _EPS
 
 __all__ = ["SafetyCheck", "verify_safe_policy", "robust_safe_policy", "union_successors"]
 
@@ -133,9 +137,12 @@ def _greedy_robust(ptr, nxt, P_stack, w, gamma, tol, max_iter) -> np.ndarray:
     act = np.empty(S, dtype=np.int64)
     it, res = robust_value_iteration(P_stack, ptr, nxt, np.ascontiguousarray(w), gamma, tol,
                                      max_iter, v, act)
-    if res > tol:
+    # the kernel raises tol to the float64 floor 32 eps gamma/(1-gamma) ||v|| (gamma near 1)
+    reachable = max(tol, _k_FLOOR * gamma / (1.0 - gamma) * float(np.max(np.abs(v))))
+    if res > reachable:
         raise ConvergenceError(
-            f"robust value iteration stopped after {it} sweeps with error bound {res:.3g} > tol {tol:g}"
+            f"robust value iteration hit max_iter={max_iter} after {it} sweeps with error bound "
+            f"{res:.3g} > tol {reachable:g}"
         )
     pi = np.zeros((S, A))
     pi[np.arange(S), act] = 1.0
@@ -175,7 +182,8 @@ def robust_safe_policy(tasks, *, margin: float | None = None, tol: float = 1e-10
     tasks = _check_tasks(tasks)
     gammas = {M.gamma for M in tasks}
     if len(gammas) != 1:
-        raise ValueError(f"tasks have different gamma values {sorted(gammas)}; robust O_s needs one")
+        raise ValueError(
+            f"tasks have different gamma values {sorted(gammas)}; robust O_s needs one")
     M0 = tasks[0]
     ptr, nxt, P_stack = union_successors(tasks)
     b = np.where(M0.cost_limit != 0, np.abs(M0.cost_limit), 1.0)

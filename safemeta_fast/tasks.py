@@ -13,7 +13,6 @@ levels: scale = [1]).
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from scipy.special import ndtr, ndtri
 
 from .cmdp import CMDP, _check_finite
 from .seeding import resolve_seed
+from .validation import check_size
 
 __all__ = [
     "ParameterDistribution",
@@ -49,12 +49,9 @@ def _vector(name: str, x, d: int | None = None) -> np.ndarray:
     return arr
 
 
-def _check_n(n) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be an integer; got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"n is {n}; it must be >= 0")
-    return int(n)
+def _check_n(n, dim: int) -> int:
+    """A sample count whose (n, dim) draws (and as much scratch) fit the allocation limit."""
+    return check_size("n", n, item_bytes=16 * max(int(dim), 1), what="the samples")
 
 
 def _rng(seed) -> np.random.Generator:
@@ -121,7 +118,7 @@ class TruncatedNormal(ParameterDistribution):
         self.mode = mode
 
     def sample(self, n: int, *, seed=None) -> np.ndarray:
-        n = _check_n(n)
+        n = _check_n(n, self.dim)
         rng = _rng(seed)
         if self.mode == "clip":
             x = rng.normal(self.mean, self.std, size=(n, self.dim))
@@ -156,7 +153,7 @@ class Uniform(ParameterDistribution):
             raise ValueError(f"low[{i}] = {self._low[i]} must be < high[{i}] = {self._high[i]}")
 
     def sample(self, n: int, *, seed=None) -> np.ndarray:
-        n = _check_n(n)
+        n = _check_n(n, self.dim)
         return _rng(seed).uniform(self._low, self._high, size=(n, self.dim))
 
     def __repr__(self) -> str:
@@ -197,7 +194,7 @@ class Empirical(ParameterDistribution):
         self._high = v.max(axis=0)
 
     def sample(self, n: int, *, seed=None) -> np.ndarray:
-        n = _check_n(n)
+        n = _check_n(n, self.dim)
         k = _rng(seed).integers(0, self.values.shape[0], size=n)
         return self.values[k].copy()
 

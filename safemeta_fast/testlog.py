@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from .cmdp import _readonly
 from .policy import Mixture
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .profiles import Profile
 
 __all__ = ["AdaptStep", "TestLog", "build_log", "exact_components", "mixture_values"]
 

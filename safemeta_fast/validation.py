@@ -13,7 +13,12 @@ import numpy as np
 
 from .cmdp import CMDP
 
-__all__ = ["check_int", "check_real", "check_bool", "check_cmdp"]
+__all__ = ["check_int", "check_size", "check_real", "check_bool", "check_cmdp", "MAX_ARRAY_BYTES"]
+
+#: Largest array (bytes) a public function allocates from a size its caller gives: a size
+#: beyond this is refused with a ValueError before any allocation, instead of a raw
+#: MemoryError (or an allocation the machine cannot back) deep inside.
+MAX_ARRAY_BYTES = 4 * 2**30
 
 
 def check_int(name: str, value, minimum: int | None = None) -> int:
@@ -23,6 +28,34 @@ def check_int(name: str, value, minimum: int | None = None) -> int:
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} is {v}; it must be >= {minimum}")
+    return v
+
+
+def check_size(name: str, value, *, item_bytes: int, minimum: int = 0,
+               what: str = "the outputs", max_bytes: int | None = None) -> int:
+    """An integer count ``>= minimum`` whose arrays (``item_bytes`` per unit) fit the limit.
+
+    ``value * item_bytes`` must be at most ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`),
+    computed in exact integers, so a huge size is refused before anything is allocated.
+
+    Examples
+    --------
+    >>> check_size("n_episodes", 1000, item_bytes=16)
+    1000
+    >>> check_size("n_episodes", 10**13, item_bytes=16)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: n_episodes is 10000000000000; the outputs would need 1.49e+05 GiB ...
+    """
+    v = check_int(name, value, minimum)
+    limit = MAX_ARRAY_BYTES if max_bytes is None else int(max_bytes)
+    need = v * int(item_bytes)
+    if need > limit:
+        raise ValueError(
+            f"{name} is {v}; {what} would need {need / 2**30:.4g} GiB ({item_bytes} bytes per "
+            f"unit), more than the limit of {limit / 2**30:g} GiB (validation.MAX_ARRAY_BYTES); "
+            f"use a smaller {name}"
+        )
     return v
 
 

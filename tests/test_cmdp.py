@@ -281,3 +281,31 @@ def test_mixture_validation():
         Mixture(np.full((2, 3, 2), 0.5), [-0.25, 1.25])
     with pytest.raises(ValueError, match="mixture policies must have shape"):
         mix.check_shape(4, 2)
+
+
+class _Tampered:
+    """Pickles as a CMDP whose reduce arguments were edited (what a tampered file holds)."""
+
+    def __init__(self, M, index, value):
+        fn, args = M.__reduce__()
+        args = list(args)
+        args[index] = value
+        self.reduced = (fn, tuple(args))
+
+    def __reduce__(self):
+        return self.reduced
+
+
+@pytest.mark.parametrize("index, edit, match", [
+    (3, lambda a: np.where(np.arange(a.size) == 5, 10**6, a), r"succ_next\[5\] is 1000000"),
+    (3, lambda a: np.where(np.arange(a.size) == 0, -3, a), r"succ_next\[0\] is -3"),
+    (2, lambda a: a[:-1], r"succ_ptr has shape"),
+    (2, lambda a: a * 2, r"succ_ptr must rise from 0"),
+    (4, lambda a: a * 0.5, r"succ_prob of pair \(\d+, \d+\) sums to 0\.5"),
+    (4, lambda a: -a, r"succ_prob\[0\] is -"),
+])
+def test_tampered_pickle_is_refused_like_bad_constructor_input(grid03, index, edit, match):
+    args = grid03.__reduce__()[1]
+    blob = pickle.dumps(_Tampered(grid03, index, edit(np.array(args[index]))))
+    with pytest.raises(ValueError, match=match):
+        pickle.loads(blob)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safemeta_fast.kernels.cover import fenwick_add, fenwick_build, fenwick_range, pair_box_counts
 
 from safemeta_fast.covering import (
     _cover_round,
@@ -16,10 +17,8 @@ from safemeta_fast.covering import (
     initial_n,
     stopping_value,
 )
-from safemeta_fast.distance import neighbours_within, pairwise_distance
+from safemeta_fast.distance import all_pivot_windows, neighbours_within, pairwise_distance
 from safemeta_fast.envs.families import GridworldCostFamily, GridworldFamily, RandomCMDPFamily
-from safemeta_fast.distance import all_pivot_windows
-from safemeta_fast.kernels.cover import fenwick_add, fenwick_build, fenwick_range, pair_box_counts
 from safemeta_fast.tasks import Empirical, Uniform
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safemeta_fast.kernels.distance import pair_distance_sparse
 
 from safemeta_fast.distance import (
     distance,
@@ -14,7 +15,6 @@ from safemeta_fast.distance import (
     stack_tasks,
 )
 from safemeta_fast.envs import gridworld
-from safemeta_fast.kernels.distance import pair_distance_sparse
 from tests.strategies import random_cmdp
 
 

@@ -9,6 +9,9 @@ import math
 import numba
 import numpy as np
 import pytest
+from safemeta_fast.kernels.dope import count_episodes
+from safemeta_fast.kernels.rng import fill_uniforms
+from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf
 from scipy.optimize import linprog
 
 from safemeta_fast import evaluate, primal_dual
@@ -25,9 +28,6 @@ from safemeta_fast.baselines.dope_plus import (
     reward_cap_value,
 )
 from safemeta_fast.envs import gridworld
-from safemeta_fast.kernels.dope import count_episodes
-from safemeta_fast.kernels.rng import fill_uniforms
-from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf
 
 from .strategies import random_cmdp, random_policy
 

@@ -188,8 +188,9 @@ def test_choose_method_span_on_dense_transitions():
 
 
 def test_span_converges_on_dense_random_tasks_and_matches_twin():
-    from safemeta_fast.envs import RandomCMDPFamily
     from safemeta_fast.kernels import evaluation as ke
+
+    from safemeta_fast.envs import RandomCMDPFamily
 
     M = RandomCMDPFamily(150, 3, n_constraints=2, base_seed=1, gamma=0.95).build([0.3, 0.8])
     pi = random_policy(np.random.default_rng(2), 150, 3)
@@ -401,8 +402,49 @@ def test_absorbing_start_state():
 def test_tiny_gamma_iterative(gamma):
     """Regression (found by hypothesis): a denormal gamma overflowed the sweep cap."""
     import numpy as np
+
     from safemeta_fast import CMDP, evaluate
 
     M = CMDP(np.ones((1, 1, 1)), [[2.0]], [[1.0]], 1.0, gamma, [1.0])
     ev = evaluate(M, np.ones((1, 1)), method="iterative")
     assert ev.reward == pytest.approx(2.0 / (1.0 - gamma), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# issue 10: iterative solvers stop at a tolerance float64 can reach, within a bounded cap
+# ---------------------------------------------------------------------------
+
+def _mixing_pair(gamma: float) -> CMDP:
+    """Two states that swap with probability 1/2: no absorbing state, so Gauss-Seidel
+    contracts the mean error by only gamma per sweep."""
+    P = np.full((2, 1, 2), 0.5)
+    return CMDP(P, r=[[1.0], [0.0]], c=[[0.0], [1.0]], cost_limit=1.0, gamma=gamma,
+                nu0=[1.0, 0.0])
+
+
+def test_iterative_near_one_gamma_returns_exact_values_at_reachable_tolerance():
+    from safemeta_fast.evaluation import reachable_rtol
+
+    g = 1.0 - 1e-9
+    M = gridworld(0.3, gamma=g)
+    pi = np.full((49, 4), 0.25)
+    mu = occupancy(M, pi, method="iterative")
+    mu_lu = occupancy(M, pi, method="dense")
+    assert np.abs(mu - mu_lu).sum() <= 1e-6
+    ev_it, ev_lu = evaluate(M, pi, method="iterative"), evaluate(M, pi, method="dense")
+    assert abs(ev_it.reward - ev_lu.reward) <= reachable_rtol(g, 1e-11) * abs(ev_lu.reward)
+    assert reachable_rtol(0.9, 1e-11) == 1e-11  # the default accuracy is untouched
+
+
+@pytest.mark.parametrize("which", ["occupancy", "evaluate", "evaluate_many"])
+def test_iterative_sweep_cap_raises_convergence_error_naming_cap_and_residual(which):
+    from safemeta_fast.errors import ConvergenceError
+    from safemeta_fast.evaluation import ITERATIVE_MAX_SWEEPS
+
+    M = _mixing_pair(1.0 - 1e-9)
+    pi = np.ones((2, 1))
+    call = {"occupancy": occupancy, "evaluate": evaluate, "evaluate_many": evaluate_many}[which]
+    with pytest.raises(ConvergenceError, match=rf"cap of {ITERATIVE_MAX_SWEEPS} .*error \d"):
+        call(M, pi, method="iterative")
+    # the factorisations answer the same question exactly
+    assert evaluate(M, pi, method="dense").reward == pytest.approx(0.5e9, rel=1e-6)

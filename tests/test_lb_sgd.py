@@ -8,6 +8,7 @@ import math
 import numba
 import numpy as np
 import pytest
+from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf, sample_episode
 
 from safemeta_fast import evaluate
 from safemeta_fast.baselines.common import BaselineLog
@@ -24,7 +25,6 @@ from safemeta_fast.baselines.lb_sgd import (
     policy_gradient_batch,
 )
 from safemeta_fast.envs import gridworld
-from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf, sample_episode
 from tests.strategies import random_cmdp, random_policy
 
 NOISE_TEST = 0.33994760

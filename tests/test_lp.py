@@ -257,7 +257,7 @@ def test_repeated_resolves_match_fresh_builds():
     noises = rng.uniform(0.02, 0.43, size=40)
     for j, noise in enumerate(noises):
         M = gridworld(float(noise))
-        res = solve_lp(M, solver="HIGHS")
+        res = solve_lp(M, solver="HIGHS", reuse_basis=True)
         assert res.cache_hit == (j > 0)
         assert res.warm_started == (j > 0)
         fresh = HighsOccupancyLP(M).solve(M, warm_start=False)
@@ -276,7 +276,7 @@ def test_repeated_resolves_cvxpy_backend():
     for j, noise in enumerate(np.linspace(0.05, 0.42, 12)):
         M = gridworld(float(noise))
         for solver in SOLVERS:
-            res = solve_lp(M, solver=solver, backend="cvxpy")
+            res = solve_lp(M, solver=solver, backend="cvxpy", reuse_basis=True)
             assert res.cache_hit == (j > 0 or solver == "CLARABEL")
             fresh = OccupancyLP(M).solve(M, solver=solver, warm_start=False)
             assert res.reward == pytest.approx(fresh.reward, abs=TOL[solver])
@@ -311,7 +311,7 @@ def test_cache_is_bounded():
 
 def test_failed_warm_start_is_retried_cold(grid03, monkeypatch):
     clear_lp_cache()
-    expected = solve_lp(grid03, solver="HIGHS")
+    expected = solve_lp(grid03, solver="HIGHS", reuse_basis=True)
     real_run = HighsOccupancyLP._run
     calls = []
 
@@ -320,7 +320,7 @@ def test_failed_warm_start_is_retried_cold(grid03, monkeypatch):
         return "kSolveError" if basis is not None else real_run(self, lp, basis)
 
     monkeypatch.setattr(HighsOccupancyLP, "_run", flaky)
-    res = solve_lp(grid03, solver="HIGHS")
+    res = solve_lp(grid03, solver="HIGHS", reuse_basis=True)
     assert calls == [True, False]
     assert not res.warm_started
     assert res.reward == pytest.approx(expected.reward, abs=1e-9)
@@ -408,10 +408,12 @@ def test_solver_name_is_case_insensitive_and_default_by_start(grid03):
     assert solve_lp(grid03).solver == "HIGHS"          # 196 pairs
     big = gridworld(0.2, size=13)                      # 676 pairs
     assert big.n_states * big.n_actions > lpmod.AUTO_SIMPLEX_MAX_PAIRS
-    first, again = solve_lp(big), solve_lp(big)
-    # HiGHS from a basis at any size: the crash basis first, then the previous optimum
+    first, again = solve_lp(big), solve_lp(big, reuse_basis=True)
+    # HiGHS from a basis at any size: the task's crash basis by default, the previous
+    # optimum on request
     assert (first.solver, first.start, again.start) == ("HIGHS", "crash", "warm")
     assert again.warm_started and not first.warm_started
+    assert solve_lp(big).start == "crash"
     # a cold start above the size limit goes to the interior-point solver
     cold = solve_lp(big, warm_start=False)
     assert (cold.solver, cold.start) == ("CLARABEL", "cold")
@@ -471,3 +473,48 @@ def test_large_grid_repeated_resolves():
         b = solve_lp(M, solver="CLARABEL")
         assert a.reward == pytest.approx(b.reward, rel=1e-5)
         assert a.cost[0] <= 1.5 + 1e-7
+
+
+# ---------------------------------------------------------------------------
+# issue 10: answers are checked by exact evaluation and do not depend on history
+# ---------------------------------------------------------------------------
+
+def test_same_task_same_answer_whatever_was_solved_before():
+    target = gridworld(0.3)
+    histories = [[], [0.1], [0.4], [0.2, 0.05], [0.38, 0.35, 0.01], [0.0], [0.31]]
+    answers = set()
+    for history in histories:
+        clear_lp_cache()
+        for noise in history:
+            solve_lp(gridworld(noise))
+        res = solve_lp(target)
+        assert res.start == "crash"
+        answers.add((res.reward, res.policy.tobytes(), res.cost.tobytes()))
+    assert len(answers) == 1
+
+
+def test_reported_values_are_the_exact_values_of_the_returned_policy():
+    from safemeta_fast.evaluation import evaluate
+
+    for solver in SOLVERS:
+        M = gridworld(0.2, 10, gamma=0.99)
+        res = solve_lp(M, solver=solver)
+        ev = evaluate(M, res.policy, method="dense")
+        assert res.reward == pytest.approx(ev.reward, rel=1e-12)
+        np.testing.assert_allclose(res.cost, ev.cost, rtol=1e-12)
+
+
+@pytest.mark.parametrize("gamma, match", [
+    (1 - 1e-7, r"exact evaluation of that policy gives .*gamma = 0\.9999999"),
+    (1 - 1e-10, r"status .*gamma = 0\.9999999999"),
+])
+def test_untrustworthy_lp_answers_raise_and_name_the_scale(gamma, match):
+    clear_lp_cache()
+    with pytest.raises(OracleError, match=match):
+        solve_lp(gridworld(0.3, gamma=gamma))
+
+
+def test_extreme_reward_scale_is_named():
+    M = gridworld(0.3)
+    with pytest.raises(OracleError, match=r"max \|reward\| = 1e\+26.*rescale"):
+        solve_lp(M.replace(r=M.r * 1e25))

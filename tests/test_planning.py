@@ -8,11 +8,11 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from safemeta_fast.kernels import planning as kp
 
 from safemeta_fast import CMDP, ConvergenceError
 from safemeta_fast.envs import PAPER_TEST_NOISES, gridworld
 from safemeta_fast.evaluation import evaluate, state_values
-from safemeta_fast.kernels import planning as kp
 from safemeta_fast.planning import primal_dual, value_iteration
 from tests.strategies import cmdps, random_cmdp
 from tests.twins import evaluate_dense, primal_dual_dense, state_values_dense, value_iteration_dense
@@ -494,3 +494,16 @@ def test_solve_mdp_validation(two_state, kwargs, exc, msg):
 def test_solve_mdp_model_type():
     with pytest.raises(TypeError, match="M must be a safemeta_fast.CMDP"):
         solve_mdp(np.zeros((2, 2, 2)))
+
+
+# issue 10: a tol below float64 resolution stops at the reachable floor, and the reported
+# error bound is the one actually met
+@pytest.mark.parametrize("method", ["value_iteration", "modified_policy_iteration",
+                                    "policy_iteration"])
+def test_near_one_gamma_stops_with_an_honest_error_bound(method):
+    M = gridworld(0.3, gamma=1.0 - 1e-9)
+    res = solve_mdp(M, method=method, tol=1e-8)
+    exact = solve_mdp(M, method="policy_iteration", tol=1e-8)
+    assert res.error_bound >= 0.0
+    assert np.max(np.abs(res.values - exact.values)) <= res.error_bound + exact.error_bound
+    assert res.error_bound <= 1e-12 * np.max(np.abs(res.values)) * 1e9  # the floor, not inf

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from safemeta_fast.kernels.rng import fill_uniforms, mix64, splitmix64_next, xoshiro256pp_next
 
 MASK = (1 << 64) - 1

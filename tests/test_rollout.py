@@ -512,3 +512,36 @@ def test_seed_is_keyword_only_and_required(grid03, grid_policies):
 def test_rejects_non_bool_flags(grid03, grid_policies, flag):
     with pytest.raises(TypeError, match=f"{flag} must be a bool"):
         rollout(grid03, grid_policies[1], 10, 10, seed=0, **{flag: 1})
+
+
+# issue 10: huge sizes are refused before any allocation, naming the argument and the limit
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(n_episodes=10**13, horizon=10), "n_episodes"),
+    (dict(n_episodes=10, horizon=10**13), "horizon"),
+])
+def test_huge_sizes_are_refused_before_allocating(grid03, kwargs, name):
+    from safemeta_fast.rollout import rollout
+    from safemeta_fast.validation import MAX_ARRAY_BYTES
+
+    pi = np.full((49, 4), 0.25)
+    with pytest.raises(ValueError, match=rf"^{name} is 10000000000000; .* GiB .*limit of "
+                                         rf"{MAX_ARRAY_BYTES / 2**30:g} GiB"):
+        rollout(grid03, pi, seed=0, **kwargs)
+
+
+def test_public_allocators_share_the_size_check(grid03):
+    from safemeta_fast.baselines.lb_sgd import lb_sgd
+    from safemeta_fast.baselines.safe_meta_rl import safe_meta_rl_step
+    from safemeta_fast.tasks import Uniform
+
+    pi = np.full((49, 4), 0.25)
+    calls = {
+        "n": lambda: Uniform([0.0], [1.0]).sample(10**13, seed=0),
+        "n_trajectories": lambda: safe_meta_rl_step(grid03, pi, seed=0, n_trajectories=10**7,
+                                                    horizon=10**6),
+        "n_episodes": lambda: lb_sgd(grid03, pi, n_episodes=10**13, seed=0,
+                                     regret_reference=1.0),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{name} is \d+; .*MAX_ARRAY_BYTES"):
+            call()

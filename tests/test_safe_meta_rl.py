@@ -7,12 +7,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from safemeta_fast.kernels.rng import fill_uniforms
+from safemeta_fast.kernels.safe_meta_rl import RESAMPLE_STREAM_BASE, dual_policy, mc_advantages
 
 from safemeta_fast import CMDP, evaluate, primal_dual, solve_lp
 from safemeta_fast.baselines.safe_meta_rl import SafeMetaRLStep, safe_meta_rl, safe_meta_rl_step
 from safemeta_fast.envs import gridworld
-from safemeta_fast.kernels.rng import fill_uniforms
-from safemeta_fast.kernels.safe_meta_rl import RESAMPLE_STREAM_BASE, dual_policy, mc_advantages
 
 TEST_NOISE = 0.33994760
 

@@ -96,3 +96,23 @@ def test_validation():
         robust_safe_policy([gridworld(0.1), gridworld(0.1, size=5)])
     with pytest.raises(ValueError, match="different gamma"):
         robust_safe_policy([gridworld(0.1), gridworld(0.1, gamma=0.8)])
+
+
+def test_robust_value_iteration_with_a_tol_below_float64_resolution_stops_honestly():
+    # issue 10: a tol below float64 resolution of the values (1e-12 on values of size 1e3
+    # at gamma = 0.999) stops before max_iter with a bound that holds (this chain reaches
+    # an exact float fixed point, so it guards the floor rather than isolating it)
+    from safemeta_fast.kernels.robust import robust_value_iteration
+
+    g = 0.999
+    ptr = np.array([0, 2, 4], dtype=np.int64)
+    nxt = np.array([0, 1, 0, 1], dtype=np.int64)   # two states that swap half the time
+    P = np.full((2, 4), 0.5)
+    w = np.array([[1.0], [0.25]])
+    v, act = np.empty(2), np.empty(2, dtype=np.int64)
+    it, bound = robust_value_iteration(P, ptr, nxt, w, g, 1e-12, 100_000, v, act)
+    assert it < 100_000
+    exact = np.linalg.solve(np.eye(2) - g * np.full((2, 2), 0.5), w[:, 0])
+    # the bound holds up to the round-off of the LU reference (cond ~ 1/(1-gamma))
+    assert np.max(np.abs(v - exact)) <= bound + 1e3 * np.finfo(float).eps * np.max(np.abs(v))
+    assert bound <= 32 * np.finfo(float).eps * g / (1 - g) * np.max(np.abs(v))

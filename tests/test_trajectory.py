@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from safemeta_fast.kernels.rng import fill_uniforms
+from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf, sample_episode
 
 from safemeta_fast import occupancy
 from safemeta_fast.envs import gridworld
-from safemeta_fast.kernels.rng import fill_uniforms
-from safemeta_fast.kernels.trajectory import csr_cdf, policy_cdf, sample_episode
 
 
 def _tables(M, pi):

@@ -34,7 +34,7 @@ from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..lp import _quiet_highs
 from ..policy import as_policy
 from ..seeding import resolve_seed
-from ..validation import check_bool, check_cmdp, check_int, check_real
+from ..validation import check_bool, check_cmdp, check_int, check_real, check_size
 from .common import BaselineLog, regret_reference_of
 
 __all__ = [
@@ -397,8 +397,12 @@ def _check_common(M_test, pi_start, n_episodes, regret_reference, horizon, warmu
     pi_s = np.array(as_policy(pi_start, M_test.n_states, M_test.n_actions, name="pi_start"))
     out = dict(
         pi_s=pi_s,
-        n_episodes=check_int("n_episodes", n_episodes, 1),
-        horizon=check_int("horizon", horizon, 1),
+        # per episode: the exact reward and K costs logged (8 (1 + K) bytes, plus the log)
+        n_episodes=check_size("n_episodes", n_episodes, minimum=1,
+                              item_bytes=16 * (1 + M_test.n_constraints),
+                              what="the episode log"),
+        horizon=check_size("horizon", horizon, minimum=1, item_bytes=16,
+                           what="the trajectory buffers"),
         warmup=check_int("warmup", warmup, 0),
         L=check_real("L", L, lo=0.0, lo_open=True),
         L_p=check_real("L_p", L_p, lo=0.0),

@@ -39,7 +39,7 @@ from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..planning import primal_dual
 from ..policy import as_policy
 from ..seeding import resolve_seed
-from ..validation import check_bool, check_cmdp, check_int, check_real
+from ..validation import check_bool, check_cmdp, check_int, check_real, check_size
 from .common import BaselineLog, BlockAudit, regret_reference_of
 
 __all__ = [
@@ -433,7 +433,8 @@ def lb_sgd(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, seed=N
     M = check_cmdp(M_test, "M_test")
     S, A, K = M.n_states, M.n_actions, M.n_constraints
     pi0 = as_policy(pi_start, S, A, name="pi_start")
-    n_total = check_int("n_episodes", n_episodes, 1)
+    n_total = check_size("n_episodes", n_episodes, minimum=1,
+                         item_bytes=16 * (1 + M.n_constraints), what="the episode log")
     H = check_int("horizon", horizon, 1)
     eta = check_real("eta", eta, lo=0.0)
     step = check_real("step", step, lo=0.0, lo_open=True)

@@ -18,11 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cmdp import CMDP, _readonly
-from ..kernels.safe_meta_rl import RESAMPLE_STREAM_BASE, dual_policy, mc_advantages, sample_padded_block
+from ..kernels.safe_meta_rl import (
+    RESAMPLE_STREAM_BASE,
+    dual_policy,
+    mc_advantages,
+    sample_padded_block,
+)
 from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..policy import as_policy
 from ..seeding import resolve_seed
-from ..validation import check_bool, check_cmdp, check_int, check_real
+from ..validation import check_bool, check_cmdp, check_int, check_real, check_size
 from .common import BaselineLog, BlockAudit, regret_reference_of
 
 __all__ = ["safe_meta_rl", "safe_meta_rl_step", "SafeMetaRLStep", "DUAL_SAMPLING"]
@@ -166,8 +171,10 @@ def safe_meta_rl_step(M_test, pi, *, seed, step=0, n_trajectories=50, horizon=60
                         "only meaningful with the run's seed")
     seed = resolve_seed(seed)
     step = check_int("step", step, 0)
-    n_traj = check_int("n_trajectories", n_trajectories, 1)
-    horizon = check_int("horizon", horizon, 1)
+    horizon = check_size("horizon", horizon, minimum=1, item_bytes=16,
+                         what="the trajectory buffers")
+    n_traj = check_size("n_trajectories", n_trajectories, minimum=1, item_bytes=16 * horizon,
+                        what=f"the (n_trajectories, horizon = {horizon}) trajectory buffers")
     consts = _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip)
     exact = _check_sampling(dual_sampling) == "exact"
     run = _Stepper(M, n_traj, horizon, consts, exact, seed)
@@ -293,9 +300,13 @@ def safe_meta_rl(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, 
     """
     M = check_cmdp(M_test, "M_test")
     pi = np.ascontiguousarray(as_policy(pi_start, M.n_states, M.n_actions, name="pi_start"))
-    n_episodes = check_int("n_episodes", n_episodes, 1)
-    horizon = check_int("horizon", horizon, 1)
-    n_traj = check_int("episodes_per_step", episodes_per_step, 1)
+    n_episodes = check_size("n_episodes", n_episodes, minimum=1,
+                            item_bytes=16 * (1 + M.n_constraints), what="the episode log")
+    horizon = check_size("horizon", horizon, minimum=1, item_bytes=16,
+                         what="the trajectory buffers")
+    n_traj = check_size("episodes_per_step", episodes_per_step, minimum=1,
+                        item_bytes=16 * horizon,
+                        what=f"the (episodes_per_step, horizon = {horizon}) trajectory buffers")
     consts = _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip)
     exact = _check_sampling(dual_sampling) == "exact"
     stop_on_violation = check_bool("stop_on_violation", stop_on_violation)

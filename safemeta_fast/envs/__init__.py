@@ -8,7 +8,12 @@ on first use, so importing this package never needs gymnasium.
 from .gridworld import PAPER_SAFE_NOISE, PAPER_TEST_NOISES, gridworld, paper_cost_cells, paper_goal
 
 __all__ = ["gridworld", "paper_goal", "paper_cost_cells", "PAPER_TEST_NOISES", "PAPER_SAFE_NOISE"]
-from .families import GridworldCostFamily, GridworldFamily, RandomCMDPFamily, paper_noise_distribution
+from .families import (
+    GridworldCostFamily,
+    GridworldFamily,
+    RandomCMDPFamily,
+    paper_noise_distribution,
+)
 
 __all__ += ["GridworldFamily", "GridworldCostFamily", "RandomCMDPFamily", "paper_noise_distribution"]
 

@@ -65,6 +65,7 @@ from ..runio import (
     load_npz,
     read_json,
     remove_stale_temporaries,
+    run_lock,
     save_npz,
     write_json,
 )
@@ -833,6 +834,11 @@ def run_paper(config: PaperConfig, out, *, jobs: int = 2, progress: bool = True,
             except (ImportError, AttributeError) as exc:
                 raise ValueError(f"{exc}; choose other methods (--methods)") from None
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):  # one run per folder at a time; a dead holder's lock is taken over
+        return _run_paper_locked(config, out, jobs, progress, figures, echo, executor, address)
+
+
+def _run_paper_locked(config, out, jobs, progress, figures, echo, executor, address):
     remove_stale_temporaries(out)
     t_start = time.perf_counter()
     doc = _open_config(out, config)
