@@ -56,7 +56,7 @@ def _seeded(tmp_path, name, policy_set):
 
 def test_registry_and_unknown_name():
     assert set(EXPERIMENTS) == {"safe-policy", "shift", "alpha-schedule", "margin", "cover",
-                                "oracle-noise"}
+                                "oracle-noise", "dimension"}
     with pytest.raises(ValueError, match="experiment is 'nope'"):
         run_experiment("nope", "/tmp/x")
 
@@ -211,3 +211,29 @@ def test_oracle_noise_quality_and_recount(tmp_path):
     assert (out / "policyset_0.npz").exists() and (out / "policyset_1.npz").exists()
     with pytest.raises(ValueError, match="oracles entry 'simplex'"):
         run_experiment("oracle-noise", tmp_path / "bad", progress=False, oracles=("simplex",))
+
+
+def test_dimension_cover_grows_with_d(tmp_path):
+    """Covering number against d on the cost-cells family: the stored covers have |U| rows
+    of dimension d, |U| does not shrink with d, the family's parameter distance is its model
+    distance, and a re-run skips every part."""
+    from safemeta_fast.envs.families import GridworldCostCellsFamily
+
+    out = tmp_path / "dim"
+    res = run_experiment("dimension", out, dims=(1, 3), eps=0.3, delta=0.2, progress=False)
+    doc = _results(out)
+    rows = {r["d"]: r for r in doc["rows"]}
+    assert set(rows) == {1, 3}
+    assert rows[3]["cover_size"] >= rows[1]["cover_size"] >= 1
+    for d in (1, 3):
+        arrays, meta = load_npz(out / "parts" / f"d{d}.npz", required={})
+        cover = arrays["cover_params"]
+        assert cover.shape == (rows[d]["cover_size"], d)
+        fam = GridworldCostCellsFamily(d)
+        # the family's model distance equals its parameter distance (max |dcost|)
+        from safemeta_fast.distance import distance
+        a, b = fam.build(cover[0]), fam.build(np.clip(cover[0] + 0.1, 9.5, 10.5))
+        assert distance(a, b) == pytest.approx(np.max(np.abs(cover[0] - np.clip(cover[0] + 0.1, 9.5, 10.5))))
+        assert rows[d]["n_state_actions"] == 196 and rows[d]["xi_hat"] > 0
+    again = run_experiment("dimension", out, dims=(1, 3), eps=0.3, delta=0.2, progress=False)
+    assert again["parts_skipped"] == 2 and again["rows"] == res["rows"]

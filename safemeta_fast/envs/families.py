@@ -22,7 +22,8 @@ from ..seeding import resolve_seed
 from ..tasks import ParameterDistribution, TaskFamily, TruncatedNormal, Uniform
 from .gridworld import gridworld
 
-__all__ = ["GridworldFamily", "GridworldCostFamily", "RandomCMDPFamily", "paper_noise_distribution"]
+__all__ = ["GridworldFamily", "GridworldCostFamily", "GridworldCostCellsFamily", "RandomCMDPFamily",
+           "paper_noise_distribution"]
 
 #: Model distance per unit of noise difference in the paper's gridworld.
 GRIDWORLD_DISTANCE_PER_NOISE = 0.75
@@ -200,3 +201,55 @@ class RandomCMDPFamily(TaskFamily):
     def __repr__(self) -> str:
         S, A = self._r0.shape
         return f"RandomCMDPFamily({S}, {A}, radius={self.radius}, base_seed={self.base_seed})"
+
+
+class GridworldCostCellsFamily(TaskFamily):
+    """The paper's gridworld with the costs of its cost cells in d independent groups.
+
+    theta (d,) holds the cost of each group; the 8 cost cells are dealt to the groups in
+    turn (cell i to group i mod d), so 1 <= d <= 8. Noise, goal, limit and nu0 are the
+    paper's (noise fixed, default 0.3). The model distance between two tasks is exactly
+    ``max_k |dtheta_k|``, which is also the declared parameter distance. Used by the
+    ``dimension`` experiment (the paper's Remark 4.4: covering number against d).
+
+    Parameters
+    ----------
+    d : int in 1..8
+    noise : float, default 0.3
+    distribution : ParameterDistribution, optional (dim d); default uniform on [9.5, 10.5]^d.
+
+    Examples
+    --------
+    >>> fam = GridworldCostCellsFamily(2)
+    >>> fam.build([9.5, 10.5]).c[:, 0, 0].max()
+    10.5
+    """
+
+    def __init__(self, d: int, noise: float = 0.3,
+                 distribution: ParameterDistribution | None = None):
+        from .gridworld import paper_cost_cells
+
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 1 <= d <= 8:
+            raise ValueError(f"d is {d!r}; expected an integer in 1..8 (the gridworld has 8 "
+                             "cost cells)")
+        self.d = int(d)
+        self.param_names = tuple(f"cost{k}" for k in range(self.d))
+        self.distribution = _check_dist(distribution, self.d,
+                                        Uniform([9.5] * self.d, [10.5] * self.d))
+        self.noise = float(noise)
+        self._base = gridworld(self.noise)
+        cells = np.asarray(paper_cost_cells(7))
+        self._groups = [cells[k::self.d] for k in range(self.d)]
+        self.parameter_scale = np.ones(self.d)
+
+    def build(self, theta) -> CMDP:
+        t = np.asarray(theta, dtype=np.float64).reshape(-1)
+        if t.shape != (self.d,):
+            raise ValueError(f"theta must hold {self.d} costs; got shape {t.shape}")
+        c = np.array(self._base.c)
+        for k, cells in enumerate(self._groups):
+            c[cells, :, 0] = t[k]
+        return self._base.replace(c=c)
+
+    def __repr__(self) -> str:
+        return f"GridworldCostCellsFamily(d={self.d}, noise={self.noise})"

@@ -704,6 +704,87 @@ def check_cover(out, *, n_heldout=(50, 10_000), eps: float = 0.005, delta: float
     return {**res, "rows": rows}
 
 
+# -- 7. dimension ------------------------------------------------------------------------
+
+
+def check_dimension(out, *, dims=(1, 2, 3, 4, 5, 6), eps: float = 0.25, delta: float = 0.1,
+                    seed: int = 0, max_rounds: int = 8, progress: bool = True,
+                    jobs=None) -> dict:
+    """Covering number of Algorithm 1 against the task dimension d (paper Remark 4.4).
+
+    For each d, :class:`~safemeta_fast.envs.families.GridworldCostCellsFamily` (the paper's
+    gridworld whose 8 cost cells form d groups with independent costs, uniform on
+    [9.5, 10.5]^d; its parameter distance is exactly the SPEC model distance) is trained
+    with ``train(distance="parameter", safe_policy="robust", verify="cover")``. The result
+    records the cover size |U| (the covering-number estimate C_eps(D, delta)), the final
+    sample size N, the rounds, whether the stopping test passed, and the training time,
+    next to |S||A| = 196 of the tabular model.
+
+    Parameters
+    ----------
+    out : str or Path
+    dims : sequence of int in 1..8
+    eps, delta : float
+        Cover radius (cost units = model distance) and confidence.
+    seed : int
+    max_rounds : int
+        Cap on the cover loop's rounds (a d with a larger cover stops unconverged).
+    progress : bool
+    jobs : ignored.
+
+    Returns
+    -------
+    dict
+    """
+    import warnings
+
+    from ..envs.families import GridworldCostCellsFamily
+    from ..training import train
+
+    cfg = {"dims": [check_int(f"dims[{i}]", d, 1) for i, d in enumerate(dims)],
+           "eps": check_real("eps", eps, 0.0, lo_open=True),
+           "delta": check_real("delta", delta, 0.0, 1.0, lo_open=True, hi_open=True),
+           "seed": check_int("seed", seed, 0), "max_rounds": check_int("max_rounds", max_rounds, 1)}
+    if not cfg["dims"]:
+        raise ValueError("dims is empty; pass at least one dimension")
+    for i, d in enumerate(cfg["dims"]):
+        if d > 8:
+            raise ValueError(f"dims[{i}] is {d}; the gridworld has 8 cost cells (d <= 8)")
+    rf = RunFolder(out, "dimension", cfg)
+    t0 = time.perf_counter()
+    rows = []
+    for d in tqdm(cfg["dims"], desc="dimension", disable=not progress, leave=False):
+        def compute(d=d):
+            fam = GridworldCostCellsFamily(d)
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ps = train(fam, eps=cfg["eps"], delta=cfg["delta"], distance="parameter",
+                           verify="cover", calibration=False, max_rounds=cfg["max_rounds"],
+                           seed=_sub_seed(seed, f"dimension{d}"), progress=False)
+            last = ps.rounds[-1]
+            return {"cover_params": ps.cover_params}, {
+                "d": d, "cover_size": ps.n_policies, "n_tasks": int(last["n_tasks"]),
+                "rounds": len(ps.rounds), "converged": bool(ps.info["cover_converged"]),
+                "test_value": float(last["test_value"]), "xi_hat": ps.xi_hat,
+                "train_seconds": time.perf_counter() - t}
+        _, meta = rf.part(f"d{d}", compute)
+        rows.append({**meta, "n_state_actions": 49 * 4})
+    ds = np.array([r["d"] for r in rows], dtype=float)
+    plot_panels(ds, [
+        {"series": {"cover size |U|": np.array([r["cover_size"] for r in rows], float)},
+         "ylabel": "cover size |U|", "hline": 196.0, "logy": True},
+        {"series": {"training time (s)": np.array([r["train_seconds"] for r in rows])},
+         "ylabel": "training seconds", "logy": True},
+    ], path=rf.out / "dimension.png", xlabel="task dimension d",
+        title=f"Covering number against d (eps {cfg['eps']:g}, delta {cfg['delta']:g}; "
+              "dotted: |S||A| = 196)")
+    res = {"figures": ["dimension.png"], "seconds": time.perf_counter() - t0,
+           "parts_computed": rf.n_computed, "parts_skipped": rf.n_skipped}
+    rf.write_results(res, rows)
+    return {**res, "rows": rows}
+
+
 # -- 6. oracle-noise --------------------------------------------------------------------
 
 
@@ -819,6 +900,8 @@ EXPERIMENTS = {e.name: e for e in (
                quick={"n_tasks": 3, "n_seeds": 2, "n_episodes": 5000}, full={}),
     Experiment("cover", check_cover, "held-out distance to the cover vs eps",
                quick={"n_heldout": (50, 1000)}, full={}),
+    Experiment("dimension", check_dimension, "covering number of Algorithm 1 against d",
+               quick={"dims": (1, 2, 3)}, full={}),
     Experiment("oracle-noise", check_oracle_noise, "inexact O_l (primal-dual) vs the exact LP",
                quick={"oracles": ("lp", "primal_dual:0.1"), "n_tasks": 3, "n_seeds": 2,
                       "n_episodes": 5000, "n_reference": 500, "n_calibration": 500}, full={}),
