@@ -617,6 +617,20 @@ def nearest_cover_distance(cover_tasks, tasks, *, chunk: int = 500) -> np.ndarra
     return out
 
 
+def _int_list(name: str, values) -> list:
+    """A non-empty list of integers >= 1 (each checked, the index named)."""
+    out = [check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(values)]
+    if not out:
+        raise ValueError(f"{name} is empty; pass at least one value")
+    return out
+
+
+def _eps_delta(eps, delta) -> dict:
+    """Cover radius (> 0) and confidence in (0, 1), checked."""
+    return {"eps": check_real("eps", eps, 0.0, lo_open=True),
+            "delta": check_real("delta", delta, 0.0, 1.0, lo_open=True, hi_open=True)}
+
+
 def check_cover(out, *, n_heldout=(50, 10_000), eps: float = 0.005, delta: float = 0.05,
                 seed: int = 0, chunk: int = 500, progress: bool = True, jobs=None) -> dict:
     """Held-out tasks from D: model distance to the nearest cover task against eps.
@@ -646,12 +660,8 @@ def check_cover(out, *, n_heldout=(50, 10_000), eps: float = 0.005, delta: float
     """
     from ..covering import build_cover
 
-    cfg = {"n_heldout": [check_int(f"n_heldout[{i}]", n, 1) for i, n in enumerate(n_heldout)],
-           "eps": check_real("eps", eps, 0.0, lo_open=True),
-           "delta": check_real("delta", delta, 0.0, 1.0, lo_open=True, hi_open=True),
+    cfg = {"n_heldout": _int_list("n_heldout", n_heldout), **_eps_delta(eps, delta),
            "seed": check_int("seed", seed, 0), "chunk": check_int("chunk", chunk, 1)}
-    if not cfg["n_heldout"]:
-        raise ValueError("n_heldout is empty; pass at least one size")
     rf = RunFolder(out, "cover", cfg)
     t0 = time.perf_counter()
     family = _family()
@@ -741,12 +751,8 @@ def check_dimension(out, *, dims=(1, 2, 3, 4, 5, 6), eps: float = 0.25, delta: f
     from ..envs.families import GridworldCostCellsFamily
     from ..training import train
 
-    cfg = {"dims": [check_int(f"dims[{i}]", d, 1) for i, d in enumerate(dims)],
-           "eps": check_real("eps", eps, 0.0, lo_open=True),
-           "delta": check_real("delta", delta, 0.0, 1.0, lo_open=True, hi_open=True),
+    cfg = {"dims": _int_list("dims", dims), **_eps_delta(eps, delta),
            "seed": check_int("seed", seed, 0), "max_rounds": check_int("max_rounds", max_rounds, 1)}
-    if not cfg["dims"]:
-        raise ValueError("dims is empty; pass at least one dimension")
     for i, d in enumerate(cfg["dims"]):
         if d > 8:
             raise ValueError(f"dims[{i}] is {d}; the gridworld has 8 cost cells (d <= 8)")
