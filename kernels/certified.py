@@ -62,7 +62,7 @@ __all__ = [
     "N_CSTATE", "CF_W", "N_CFSTATE", "CP_CHECK_MIN", "CP_CHECK_FRAC", "CP_USE_CV", "N_CPARAMS",
     "EV_NONE", "EV_REJECTED", "EV_REFUTED", "STATUS_OK", "STATUS_STOPPED",
     "init_certified", "select_pair", "check_references", "observe_certified",
-    "adjust_returns", "conformal_scores", "run_certified", "run_certified_batch",
+    "adjust_returns", "conformal_scores", "run_certified",
 ]
 
 C_EP, C_NALIVE, C_NEXT, C_A, C_B, C_REFUTED, C_NCHECK, C_CERT, C_NREJ = range(9)
@@ -404,25 +404,3 @@ def run_certified(seed, n_episodes, state, model, tables, exact_r, exact_c, stop
         adjust_returns(out_r[k_ep], out_c[k_ep], j, s0, model, X)
         out_event[k_ep] = observe_certified(state, model, j, X)
     return STATUS_OK, n_episodes
-
-
-@njit(cache=True, parallel=True)
-def run_certified_batch(seeds, n_episodes, states, model, tables, exact_r, exact_c,
-                        stop_on_violation, viol_tol, outs, status, done):
-    """:func:`run_certified` for several seeds (one run per ``prange`` iteration).
-
-    ``states`` and ``outs`` hold the per-run arrays with a leading run axis; runs share
-    nothing writable, so results are bit-identical to serial calls on any thread count.
-    """
-    ist, fst, cnt, Ssum, Qsum, alive, bound, rbar = states
-    (out_r, out_c, out_comp, out_a, out_b, out_w, out_alive, out_bound, out_event,
-     out_exact_r, out_exact_c) = outs
-    for r in prange(seeds.size):
-        st, dn = run_certified(
-            seeds[r], n_episodes,
-            (ist[r], fst[r], cnt[r], Ssum[r], Qsum[r], alive[r], bound[r], rbar[r]),
-            model, tables, exact_r, exact_c, stop_on_violation, viol_tol,
-            (out_r[r], out_c[r], out_comp[r], out_a[r], out_b[r], out_w[r], out_alive[r],
-             out_bound[r], out_event[r], out_exact_r[r], out_exact_c[r]))
-        status[r] = st
-        done[r] = dn

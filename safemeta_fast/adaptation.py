@@ -63,7 +63,7 @@ import warnings
 
 import numpy as np
 
-from .certified import certified_model, fresh_state
+from .certified import certified_model, fresh_state, return_range
 from .cmdp import CMDP, _readonly
 from .errors import CalibrationRefutedWarning, SafetyAssumptionError
 from .kernels import adaptation as _k
@@ -272,11 +272,7 @@ class SafeAdapter:
         _kc.init_certified(self._cstate, model)
         self._X = np.empty(T)
         self.guarantee = True
-        step = ps.cost_limit.size
-        gh = (1.0 - ps.gamma ** self.horizon) / (1.0 - ps.gamma)
-        lo = np.concatenate([[cal.reward_range[0]], cal.cost_range[:step, 0]]) * gh
-        hi = np.concatenate([[cal.reward_range[1]], cal.cost_range[:step, 1]]) * gh
-        self._raw_range = (lo, hi)
+        self._raw_range = return_range(cal, ps.gamma, self.horizon)
 
     def _model(self, use_cv: bool):
         if use_cv not in self._models:

@@ -33,7 +33,7 @@ import numpy as np
 from .kernels import certified as _kc
 from .training import lipschitz_constant
 
-__all__ = ["certified_model", "fresh_state", "SIM_TV"]
+__all__ = ["certified_model", "fresh_state", "return_range", "step_ranges", "SIM_TV"]
 
 #: Bound on the per-step total-variation error of the simulator (32-bit alias tables).
 SIM_TV = 1e-7
@@ -55,10 +55,10 @@ def certified_model(ps, *, horizon: int, delta_test: float, use_cv: bool, check_
     nA, m, _ = vals.shape
     S = ps.n_states
     gh = (1.0 - gamma ** horizon) / (1.0 - gamma)
-    step_lo = np.concatenate([[cal.reward_range[0]], cal.cost_range[:, 0]])
-    step_hi = np.concatenate([[cal.reward_range[1]], cal.cost_range[:, 1]])
-    lo = np.tile(step_lo * gh, (m, 1))         # (m, T)
-    hi = np.tile(step_hi * gh, (m, 1))
+    step_lo, step_hi = step_ranges(cal)
+    raw_lo, raw_hi = return_range(cal, gamma, horizon)
+    lo = np.tile(raw_lo, (m, 1))               # (m, T)
+    hi = np.tile(raw_hi, (m, 1))
     cv_g = np.zeros((m, S, T))
     cv_bar = np.zeros((m, T))
     if use_cv:
@@ -101,11 +101,21 @@ def certified_model(ps, *, horizon: int, delta_test: float, use_cv: bool, check_
     return model, constants
 
 
-def fresh_state(n_refs: int, m: int, T: int, batch: int | None = None):
-    """The kernel's ``state`` tuple (with a leading run axis when ``batch`` is given)."""
-    lead = () if batch is None else (batch,)
-    return (np.zeros(lead + (_kc.N_CSTATE,), dtype=np.int64),
-            np.zeros(lead + (_kc.N_CFSTATE,)),
-            np.zeros(lead + (m,)), np.zeros(lead + (T, m)), np.zeros(lead + (T, m)),
-            np.zeros(lead + (n_refs,), dtype=np.int64),
-            np.zeros(lead + (T - 1,)), np.zeros(lead + (m,)))
+def step_ranges(cal):
+    """Per-step (low, high) of every stream (T,): the reward, then each cost."""
+    return (np.concatenate([[cal.reward_range[0]], cal.cost_range[:, 0]]),
+            np.concatenate([[cal.reward_range[1]], cal.cost_range[:, 1]]))
+
+
+def return_range(cal, gamma: float, horizon: int):
+    """(low, high) (T,) of an H-step discounted return of each stream."""
+    gh = (1.0 - gamma ** horizon) / (1.0 - gamma)
+    lo, hi = step_ranges(cal)
+    return lo * gh, hi * gh
+
+
+def fresh_state(n_refs: int, m: int, T: int):
+    """The kernel's ``state`` tuple for one run."""
+    return (np.zeros(_kc.N_CSTATE, dtype=np.int64), np.zeros(_kc.N_CFSTATE), np.zeros(m),
+            np.zeros((T, m)), np.zeros((T, m)), np.zeros(n_refs, dtype=np.int64),
+            np.zeros(T - 1), np.zeros(m))

@@ -21,7 +21,8 @@ from .policy import Mixture
 if TYPE_CHECKING:  # pragma: no cover
     from .profiles import Profile
 
-__all__ = ["AdaptStep", "TestLog", "build_log", "exact_components", "mixture_values"]
+__all__ = ["AdaptStep", "TestLog", "build_log", "exact_components", "mixture_values",
+           "violation_headline"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,9 +182,9 @@ class TestLog:
         """A short report; violations are printed first and in capitals when present."""
         lines = []
         if self.violations:
-            lines.append(f"!!! SAFETY VIOLATIONS: {self.violations} of {self.n_episodes} deployed "
-                         f"mixtures have exact cost above the limit (first at episode "
-                         f"{int(self.violation_episodes[0])}) !!!")
+            lines.append(violation_headline(self.violations, self.n_episodes,
+                                            int(self.violation_episodes[0]),
+                                            "deployed mixtures have"))
         if self.refuted_at is not None and self.refuted_at >= 0:
             lines.append(f"!!! CALIBRATION REFUTED at episode {self.refuted_at}: every reference "
                          "task was rejected; pi_s ran alone afterwards !!!")
@@ -207,6 +208,12 @@ class TestLog:
             lines.append("note: the paper's safety guarantee does not apply to this run")
         lines.extend(self.notes)
         return "\n".join(lines)
+
+
+def violation_headline(n_unsafe: int, n_episodes: int, first: int, what: str) -> str:
+    """The capitalised first line of a summary with unsafe episodes (shared by every log)."""
+    return (f"!!! SAFETY VIOLATIONS: {n_unsafe} of {n_episodes} {what} exact cost above the "
+            f"limit (first at episode {first}) !!!")
 
 
 def exact_components(M, ps):

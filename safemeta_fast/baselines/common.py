@@ -16,6 +16,7 @@ import numpy as np
 
 from ..cmdp import _readonly
 from ..evaluation import evaluate
+from ..testlog import violation_headline
 from ..validation import check_real
 
 __all__ = ["BaselineLog", "block_values", "BlockAudit", "regret_reference_of"]
@@ -105,9 +106,9 @@ class BaselineLog:
         """A short report; violations come first and in capitals when present."""
         lines = []
         if self.violations:
-            lines.append(f"!!! SAFETY VIOLATIONS: {self.violations} of {self.n_episodes} episodes ran a "
-                         f"policy with exact cost above the limit (first at episode "
-                         f"{int(self.violation_episodes[0])}) !!!")
+            lines.append(violation_headline(self.violations, self.n_episodes,
+                                            int(self.violation_episodes[0]),
+                                            "episodes ran a policy with"))
         if self.stopped_on_violation:
             lines.append(f"!!! RUN STOPPED after {self.n_episodes} of {self.n_budget} episodes before "
                          f"deploying an unsafe policy !!!")
