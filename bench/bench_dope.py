@@ -36,7 +36,7 @@ from safemeta_fast.baselines.dope_plus import (
     reward_cap_value,
 )
 from safemeta_fast.envs import gridworld
-from safemeta_fast.lp import _quiet_highs
+from safemeta_fast.lp import quiet_highs
 
 NOISE = 0.33994760
 
@@ -111,7 +111,7 @@ def test_lp_direct_highs(benchmark, setup, warm):
     import highspy as hp
 
     _, _, datas = setup
-    h = _quiet_highs(hp)
+    h = quiet_highs(hp)
     h.setOptionValue("output_flag", False)
     it = _alternate(datas)
     state = {"basis": None}

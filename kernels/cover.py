@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .distance import _pair_within
+from .distance import pair_within
 
 
 @njit(cache=True)
@@ -214,7 +214,7 @@ def _within(j, k, eps, tol, use_params, theta, scale, Dp, r, c, nu, group, lptr,
         return True, False
     if use_params:
         return _param_within(j, k, eps, theta, scale), False
-    return _pair_within(j, k, eps, tol, Dp, r, c, nu, group, lptr, goff, gnxt, base, prob)
+    return pair_within(j, k, eps, tol, Dp, r, c, nu, group, lptr, goff, gnxt, base, prob)
 
 
 @njit(cache=True)

@@ -203,7 +203,7 @@ def pairwise_dense(r, c, nu, P, out):
 # ---------------------------------------------------------------------------
 
 @njit(cache=True)
-def _pair_within(i, j, eps, tol, Dp, r, c, nu, group, lptr, goff, gnxt, base, prob):
+def pair_within(i, j, eps, tol, Dp, r, c, nu, group, lptr, goff, gnxt, base, prob):
     """Return (is_within, computed_exact) using pivot bounds first.
 
     Lower bound |d(i,p) - d(j,p)| > eps + tol -> not within (no exact distance);
@@ -238,7 +238,7 @@ def window_pairs(a0, a1, order, hi, woff, eps, tol, Dp, r, c, nu, group, lptr, g
         off = woff[q]
         for b in range(a + 1, hi[a]):
             j = order[b]
-            ok, ex = _pair_within(i, j, eps, tol, Dp, r, c, nu, group, lptr, goff, gnxt, base, prob)
+            ok, ex = pair_within(i, j, eps, tol, Dp, r, c, nu, group, lptr, goff, gnxt, base, prob)
             flags[off + b - a - 1] = 1 if ok else 0
             if ex:
                 cnt += 1

@@ -64,7 +64,8 @@ import warnings
 import numpy as np
 
 from .certified import certified_model, fresh_state, return_range
-from .cmdp import CMDP, _readonly
+from .cmdp import CMDP
+from .validation import readonly
 from .errors import CalibrationRefutedWarning, SafetyAssumptionError
 from .kernels import adaptation as _k
 from .kernels import certified as _kc
@@ -226,7 +227,7 @@ class SafeAdapter:
             rr = 1.0
             us = np.ones(K)
         self.reward_scale = rr
-        self.utility_scale = _readonly(us.copy())
+        self.utility_scale = readonly(us.copy())
         self._inv_c = np.ascontiguousarray(1.0 / us)
         self._u = np.ascontiguousarray(ps.u / rr)
         self._u_s = np.ascontiguousarray(ps.u_s / rr)
@@ -368,7 +369,7 @@ class SafeAdapter:
             stage = int(self._istate[_k.I_STAGE])
         j = pair[0] if draw == 0 else pair[1]
         pol = self._comps[j]
-        pol = _readonly(pol)
+        pol = readonly(pol)
         self._pending = AdaptStep(episode=k, component=0 if j < n else 1, policy=pol,
                                   alpha=self.alpha, candidate=self.candidate, stage=stage,
                                   index=j, pair=pair, weight=w)

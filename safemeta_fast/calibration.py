@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cmdp import _readonly
+from .validation import readonly
 from .evaluation import evaluate_many, state_values
 from .kernels.certified import conformal_scores
 from .seeding import resolve_seed
@@ -116,10 +116,10 @@ class Calibration:
                 raise ValueError(f"calibration {name} must have shape {shape}; got {a.shape}")
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"calibration {name} has non-finite entries")
-            object.__setattr__(self, name, _readonly(a))
+            object.__setattr__(self, name, readonly(a))
         if not np.all(np.isfinite(vals)):
             raise ValueError("calibration values have non-finite entries")
-        object.__setattr__(self, "values", _readonly(vals))
+        object.__setattr__(self, "values", readonly(vals))
         if np.any(self.scale <= 0):
             raise ValueError("calibration scale must be > 0 everywhere")
         if self.reward_range[0] > self.reward_range[1] or np.any(self.cost_range[:, 0] > self.cost_range[:, 1]):
@@ -134,7 +134,7 @@ class Calibration:
             object.__setattr__(self, name, check_int(f"calibration {name}", int(getattr(self, name)), 0))
         if self.nu0 is not None:
             nu = np.array(self.nu0, dtype=np.float64)
-            object.__setattr__(self, "nu0", _readonly(nu))
+            object.__setattr__(self, "nu0", readonly(nu))
         if (self.cv_values is None) != (self.nu0 is None):
             raise ValueError("calibration cv_values and nu0 must be given together")
         if self.cv_values is not None:
@@ -142,9 +142,9 @@ class Calibration:
             S = self.nu0.size
             if g.shape != (m, S, T) or not np.all(np.isfinite(g)):
                 raise ValueError(f"calibration cv_values must be finite with shape {(m, S, T)}; got {g.shape}")
-            object.__setattr__(self, "cv_values", _readonly(g))
+            object.__setattr__(self, "cv_values", readonly(g))
             cp = np.array(self.cv_params if self.cv_params is not None else [], dtype=np.float64)
-            object.__setattr__(self, "cv_params", _readonly(cp.reshape(-1)))
+            object.__setattr__(self, "cv_params", readonly(cp.reshape(-1)))
         object.__setattr__(self, "info", dict(self.info))
 
     @property

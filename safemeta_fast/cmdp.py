@@ -13,85 +13,21 @@ when ``V_c^k(pi) <= cost_limit[k]`` for every k.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
+from .validation import (
+    PROB_ATOL,
+    as_float_array,
+    check_finite,
+    check_gamma,
+    check_nonneg,
+    check_row_sums,
+    check_shape,
+    readonly,
+)
+
 __all__ = ["CMDP", "PROB_ATOL"]
-
-#: Absolute tolerance on the sum of a probability row (rows of P and nu0).
-PROB_ATOL = 1e-9
-
-
-# ---------------------------------------------------------------------------
-# validation vocabulary (one place for every check and message)
-# ---------------------------------------------------------------------------
-
-def _as_float_array(name: str, x, ndim: int | tuple[int, ...]) -> np.ndarray:
-    if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"{name} must be an array of numbers; got {type(x).__name__}")
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # ragged nested lists and the like
-        raise TypeError(f"{name} must be an array of numbers; could not convert: {exc}") from None
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
-        raise TypeError(f"{name} must be an array of real numbers; got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be real; got complex dtype {arr.dtype}")
-    ndims = (ndim,) if isinstance(ndim, int) else ndim
-    if arr.ndim not in ndims:
-        want = " or ".join(str(d) for d in ndims)
-        raise ValueError(f"{name} must have {want} dimensions; got shape {arr.shape}")
-    return np.array(arr, dtype=np.float64, order="C", copy=True)
-
-
-def _check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...], meaning: str) -> None:
-    if arr.shape != shape:
-        raise ValueError(f"{name} must have shape {meaning} = {shape}; got {arr.shape}")
-
-
-def _check_finite(name: str, arr: np.ndarray) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{list(idx)} is {float(arr[idx])}; every entry must be finite")
-
-
-def _check_nonneg(name: str, arr: np.ndarray) -> None:
-    bad = arr < 0
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{list(idx)} is {float(arr[idx])!r}; probabilities must be >= 0")
-
-
-def _check_row_sums(name: str, sums: np.ndarray, index_of) -> None:
-    dev = np.abs(sums - 1.0)
-    if (dev > PROB_ATOL).any():
-        i = int(np.argmax(dev))
-        raise ValueError(
-            f"{name}{index_of(i)} sums to {float(sums[i]):.12g}; each row must sum to 1 "
-            f"(tolerance {PROB_ATOL:g})"
-        )
-
-
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr = np.ascontiguousarray(arr)
-    arr.setflags(write=False)
-    return arr
-
-
-def _validate_gamma(gamma) -> float:
-    if isinstance(gamma, (bool, np.bool_)) or not isinstance(
-            gamma, (int, float, np.integer, np.floating)):
-        if not (isinstance(gamma, np.ndarray) and gamma.ndim == 0):
-            raise TypeError(f"gamma must be a real scalar; got {type(gamma).__name__}")
-    g = float(gamma)
-    if not math.isfinite(g) or g < 0.0 or g >= 1.0:
-        raise ValueError(f"gamma is {g!r}; it must lie in [0, 1)")
-    return g
-
 
 # ---------------------------------------------------------------------------
 # compact successor representation
@@ -202,20 +138,20 @@ class CMDP:
     )
 
     def __init__(self, P, r, c, cost_limit, gamma, nu0):
-        P = _as_float_array("P", P, 3)
+        P = as_float_array("P", P, 3)
         S, A = P.shape[0], P.shape[1]
         if S == 0 or A == 0:
             raise ValueError(f"P has shape {P.shape}; it needs at least one state and one action")
-        _check_shape("P", P, (S, A, S), "(S, A, S)")
-        _check_finite("P", P)
-        _check_nonneg("P", P)
+        check_shape("P", P, (S, A, S), "(S, A, S)")
+        check_finite("P", P)
+        check_nonneg("P", P)
         sums = P.sum(axis=2).ravel()
-        _check_row_sums("P", sums, lambda i: f"[{i // A}, {i % A}]")
+        check_row_sums("P", sums, lambda i: f"[{i // A}, {i % A}]")
         rows, cols = np.nonzero(P.reshape(S * A, S))
         ptr, nxt, prob = _csr_from_triplets(
             rows.astype(np.int64), cols.astype(np.int64), P.reshape(S * A, S)[rows, cols], S * A
         )
-        self._init_common(S, A, ptr, nxt, prob, r, c, cost_limit, gamma, nu0, dense=_readonly(P))
+        self._init_common(S, A, ptr, nxt, prob, r, c, cost_limit, gamma, nu0, dense=readonly(P))
 
     # -- alternative constructors ------------------------------------------------
 
@@ -244,7 +180,7 @@ class CMDP:
         >>> M.P[0, 0].tolist()
         [0.0, 1.0]
         """
-        r_arr = _as_float_array("r", r, 2)
+        r_arr = as_float_array("r", r, 2)
         S, A = r_arr.shape
         if S == 0 or A == 0:
             raise ValueError(
@@ -255,7 +191,7 @@ class CMDP:
         except ValueError:  # ragged nested lists
             regular = False
         if regular:
-            pr = _as_float_array("probs", probs, 3)
+            pr = as_float_array("probs", probs, 3)
         else:
             idx, pr = _pad_successor_lists("next_states", "probs", next_states, probs, S, A)
         if idx.ndim != 3 or idx.shape[:2] != (S, A):
@@ -272,15 +208,15 @@ class CMDP:
                 raise TypeError(
                     f"next_states must hold integer state indices; got dtype {idx.dtype}")
         idx = idx.astype(np.int64)
-        _check_finite("probs", pr)
-        _check_nonneg("probs", pr)
+        check_finite("probs", pr)
+        check_nonneg("probs", pr)
         bad = (pr > 0) & ((idx < 0) | (idx >= S))
         if bad.any():
             j = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(
                 f"next_states{list(j)} is {idx[j]}; state indices must lie in [0, {S})")
         sums = pr.sum(axis=2).ravel()
-        _check_row_sums("probs", sums, lambda i: f"[{i // A}, {i % A}]")
+        check_row_sums("probs", sums, lambda i: f"[{i // A}, {i % A}]")
         m = idx.shape[2]
         rows = np.repeat(np.arange(S * A, dtype=np.int64), m)
         ptr, nxt, prob = _csr_from_triplets(rows, idx.ravel(), pr.ravel(), S * A)
@@ -321,7 +257,7 @@ class CMDP:
             S, A = idx.shape[0], idx.shape[1]
             P_sas = None
         else:
-            P_arr = _as_float_array("P", P, 3)
+            P_arr = as_float_array("P", P, 3)
             if P_arr.shape[1] != P_arr.shape[2]:
                 raise ValueError(
                     f"P must have shape (A, S, S) in pymdptoolbox layout; got {P_arr.shape}")
@@ -333,15 +269,15 @@ class CMDP:
             per_action = P if P_sas is None else list(P_sas.transpose(1, 0, 2))
             r = _cv._sparse_expected_reward(per_action, R)
         else:
-            R_arr = _as_float_array("R", R, (1, 2, 3))
+            R_arr = as_float_array("R", R, (1, 2, 3))
             if R_arr.ndim == 1:
-                _check_shape("R", R_arr, (S,), "(S,)")
+                check_shape("R", R_arr, (S,), "(S,)")
                 r = np.repeat(R_arr[:, None], A, axis=1)
             elif R_arr.ndim == 2:
-                _check_shape("R", R_arr, (S, A), "(S, A)")
+                check_shape("R", R_arr, (S, A), "(S, A)")
                 r = R_arr
             else:
-                _check_shape("R", R_arr, (A, S, S), "(A, S, S)")
+                check_shape("R", R_arr, (A, S, S), "(A, S, S)")
                 r = np.einsum("sat,ast->sa", P_sas, R_arr)
         if P_sas is None:
             return cls.from_successors(idx, pr, r, c, cost_limit, gamma, nu0)
@@ -497,10 +433,10 @@ class CMDP:
 
     def _init_common(self, S, A, ptr, nxt, prob, r, c, cost_limit, gamma, nu0, dense,
                      terminal_state=None):
-        r = _as_float_array("r", r, 2)
-        _check_shape("r", r, (S, A), "(S, A)")
-        _check_finite("r", r)
-        c = _as_float_array("c", c, (2, 3))
+        r = as_float_array("r", r, 2)
+        check_shape("r", r, (S, A), "(S, A)")
+        check_finite("r", r)
+        c = as_float_array("c", c, (2, 3))
         if c.ndim == 2:
             c = c[:, :, None].copy()
         if c.shape[:2] != (S, A):
@@ -509,28 +445,28 @@ class CMDP:
         K = c.shape[2]
         if K == 0:
             raise ValueError(f"c has shape {c.shape}; it needs at least one constraint (K >= 1)")
-        _check_finite("c", c)
-        b = _as_float_array("cost_limit", cost_limit, (0, 1)).reshape(-1)
-        _check_shape("cost_limit", b, (K,), "(K,)")
-        _check_finite("cost_limit", b)
-        g = _validate_gamma(gamma)
-        nu = _as_float_array("nu0", nu0, 1)
-        _check_shape("nu0", nu, (S,), "(S,)")
-        _check_finite("nu0", nu)
-        _check_nonneg("nu0", nu)
-        _check_row_sums("nu0", np.array([nu.sum()]), lambda i: "")
+        check_finite("c", c)
+        b = as_float_array("cost_limit", cost_limit, (0, 1)).reshape(-1)
+        check_shape("cost_limit", b, (K,), "(K,)")
+        check_finite("cost_limit", b)
+        g = check_gamma(gamma)
+        nu = as_float_array("nu0", nu0, 1)
+        check_shape("nu0", nu, (S,), "(S,)")
+        check_finite("nu0", nu)
+        check_nonneg("nu0", nu)
+        check_row_sums("nu0", np.array([nu.sum()]), lambda i: "")
 
         set_ = object.__setattr__
         set_(self, "_P", dense)
-        set_(self, "r", _readonly(r))
-        set_(self, "c", _readonly(c))
-        set_(self, "cost_limit", _readonly(b))
+        set_(self, "r", readonly(r))
+        set_(self, "c", readonly(c))
+        set_(self, "cost_limit", readonly(b))
         set_(self, "gamma", g)
-        set_(self, "nu0", _readonly(nu))
-        set_(self, "succ_ptr", _readonly(ptr))
-        set_(self, "succ_next", _readonly(nxt))
-        set_(self, "succ_prob", _readonly(prob))
-        set_(self, "absorbing", _readonly(self._find_absorbing(S, A)))
+        set_(self, "nu0", readonly(nu))
+        set_(self, "succ_ptr", readonly(ptr))
+        set_(self, "succ_next", readonly(nxt))
+        set_(self, "succ_prob", readonly(prob))
+        set_(self, "absorbing", readonly(self._find_absorbing(S, A)))
         if terminal_state is not None:
             t = int(terminal_state)
             if not (0 <= t < S) or not self.absorbing[t]:
@@ -589,7 +525,7 @@ class CMDP:
             dense = np.zeros((S * A, S))
             rows = np.repeat(np.arange(S * A), np.diff(self.succ_ptr))
             dense[rows, self.succ_next] = self.succ_prob
-            object.__setattr__(self, "_P", _readonly(dense.reshape(S, A, S)))
+            object.__setattr__(self, "_P", readonly(dense.reshape(S, A, S)))
         return self._P
 
     @property
@@ -651,7 +587,7 @@ def _checked_successor_rows(S, A, ptr, nxt, prob):
     if not (np.issubdtype(ptr.dtype, np.integer) and np.issubdtype(nxt.dtype, np.integer)):
         raise TypeError(f"pickled CMDP: succ_ptr and succ_next must hold integers; got dtypes "
                         f"{ptr.dtype} and {nxt.dtype}")
-    prob = _as_float_array("succ_prob", prob, 1)
+    prob = as_float_array("succ_prob", prob, 1)
     if ptr.shape != (S * A + 1,) or nxt.ndim != 1:
         raise ValueError(f"pickled CMDP: succ_ptr has shape {ptr.shape} and succ_next "
                          f"{nxt.shape}; expected ({S * A + 1},) and 1-D")
@@ -660,15 +596,15 @@ def _checked_successor_rows(S, A, ptr, nxt, prob):
             f"pickled CMDP: succ_ptr must rise from 0 to len(succ_next) = {nxt.size} = "
             f"len(succ_prob) = {prob.size}; got ptr[0] = {ptr[0]}, ptr[-1] = {ptr[-1]}"
         )
-    _check_finite("succ_prob", prob)
-    _check_nonneg("succ_prob", prob)
+    check_finite("succ_prob", prob)
+    check_nonneg("succ_prob", prob)
     bad = np.flatnonzero((nxt < 0) | (nxt >= S))
     if bad.size:
         j = int(bad[0])
         raise ValueError(f"succ_next[{j}] is {int(nxt[j])}; state indices must lie in [0, {S})")
     rows = np.repeat(np.arange(S * A, dtype=np.int64), np.diff(ptr))
     sums = np.bincount(rows, weights=prob, minlength=S * A)
-    _check_row_sums("succ_prob of pair", sums, lambda i: f" ({i // A}, {i % A})")
+    check_row_sums("succ_prob of pair", sums, lambda i: f" ({i // A}, {i % A})")
     return _csr_from_triplets(rows, nxt.astype(np.int64), prob, S * A)
 
 

@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .cmdp import CMDP, _as_float_array, _check_finite
+from .cmdp import CMDP
+from .validation import as_float_array, check_finite
 
 __all__ = [
     "ModelWarning",
@@ -163,7 +164,7 @@ def from_gymnasium(env, c=None, cost_limit=None, gamma=None, nu0=None, *, cost_f
     if cost_fn is not None:
         c_arr = c_fn
     else:
-        c_arr = _as_float_array("c", c, (1, 2, 3))
+        c_arr = as_float_array("c", c, (1, 2, 3))
         if c_arr.ndim == 1:
             if c_arr.shape != (S,):
                 raise ValueError(f"c must have shape (S,), (S, A) or (S, A, K) with (S, A) = "
@@ -179,7 +180,7 @@ def from_gymnasium(env, c=None, cost_limit=None, gamma=None, nu0=None, *, cost_f
         nu0 = getattr(base, "initial_state_distrib", None)
         if nu0 is None:
             raise ValueError("nu0 not given and the env has no initial_state_distrib")
-    nu0_arr = _as_float_array("nu0", nu0, 1)
+    nu0_arr = as_float_array("nu0", nu0, 1)
     if nu0_arr.shape != (S,):
         raise ValueError(f"nu0 must have shape (S,) = ({S},); got {nu0_arr.shape}")
     if terminal_used:
@@ -377,11 +378,11 @@ def from_quantecon(ddp, c, cost_limit, nu0, *, infeasible="error") -> CMDP:
     rows = np.arange(S)[:, None]
     src = pair_of[rows, src_a].ravel()
     idx, pr = _padded_rows(Q[src])
-    c_arr = _as_float_array("c", c, (2, 3))
+    c_arr = as_float_array("c", c, (2, 3))
     if c_arr.shape[:2] != (S, A):
         raise ValueError(f"c must have shape (S, A[, K]) = ({S}, {A}[, K]); got {c_arr.shape}")
     c_arr = c_arr[rows, src_a]  # forbidden pairs take their source's cost (their own is ignored)
-    _check_finite("c", c_arr)
+    check_finite("c", c_arr)
     return CMDP.from_successors(idx.reshape(S, A, -1), pr.reshape(S, A, -1),
                                 R[src].reshape(S, A), c_arr, cost_limit, float(ddp.beta), nu0)
 
@@ -395,7 +396,7 @@ def to_quantecon(M: CMDP, *, feasible=None, multiplier=None):
     S, A = M.n_states, M.n_actions
     r = np.array(M.r)
     if multiplier is not None:
-        lam = _as_float_array("multiplier", multiplier, (0, 1)).reshape(-1)
+        lam = as_float_array("multiplier", multiplier, (0, 1)).reshape(-1)
         if lam.shape != (M.n_constraints,):
             raise ValueError(f"multiplier must have shape (K,) = ({M.n_constraints},); "
                              f"got {lam.shape}")

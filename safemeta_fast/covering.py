@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import _readonly
 from .distance import (
     PIVOT_TOL,
     Neighbours,
@@ -48,6 +47,7 @@ from .distance import (
 from .kernels.cover import greedy_csr, greedy_dense, greedy_lazy
 from .seeding import resolve_seed
 from .tasks import TaskFamily
+from .validation import readonly
 
 __all__ = [
     "GreedyCover",
@@ -134,7 +134,7 @@ def greedy_cover(closeness, *, max_uncovered: float = 0.0) -> GreedyCover:
         covered = np.empty(n, dtype=np.bool_)
         k, ncov, status = greedy_dense(np.ascontiguousarray(A), np.ascontiguousarray(A.T), m,
                                        chosen, covered)
-    return GreedyCover(chosen=_readonly(chosen[:k].copy()), covered=_readonly(covered),
+    return GreedyCover(chosen=readonly(chosen[:k].copy()), covered=readonly(covered),
                        n_covered=int(ncov), complete=status == 0)
 
 
@@ -360,6 +360,6 @@ def build_cover(family: TaskFamily, *, eps: float, delta: float, distance: str =
             f"value {rounds[-1].test_value:.4g} > delta={d}); returning the last round",
             RuntimeWarning, stacklevel=2)
     return CoverResult(
-        chosen_params=_readonly(params[chosen]), chosen_indices=_readonly(chosen),
-        params=_readonly(params), covered=_readonly(covered), rounds=tuple(rounds),
+        chosen_params=readonly(params[chosen]), chosen_indices=readonly(chosen),
+        params=readonly(params), covered=readonly(covered), rounds=tuple(rounds),
         seed=seed_used, eps=e, delta=d, distance=distance, n_rule=n_rule, converged=converged)

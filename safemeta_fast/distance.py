@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import CMDP, _readonly
+from .cmdp import CMDP
 from .kernels.distance import (
     compact_pairs,
     distances_to,
@@ -32,6 +32,7 @@ from .kernels.distance import (
     pairwise_sparse,
     window_pairs,
 )
+from .validation import readonly
 
 __all__ = [
     "TaskStack",
@@ -174,11 +175,11 @@ def stack_tasks(tasks: Iterable[CMDP] | TaskStack) -> TaskStack:
     np.cumsum(gsizes[:-1], out=goff[1:])
     return TaskStack(
         n_tasks=n, n_states=S, n_actions=A, n_constraints=K,
-        r=_readonly(np.stack(r_l)), c=_readonly(np.stack(c_l)), nu0=_readonly(np.stack(nu_l)),
-        group=_readonly(np.array(group_l, dtype=np.int64)),
-        lptr=_readonly(np.stack(lptr_l)), goff=_readonly(goff),
-        gnxt=_readonly(np.concatenate(gnxt_l)), base=_readonly(base),
-        prob=_readonly(np.concatenate(prob_l)),
+        r=readonly(np.stack(r_l)), c=readonly(np.stack(c_l)), nu0=readonly(np.stack(nu_l)),
+        group=readonly(np.array(group_l, dtype=np.int64)),
+        lptr=readonly(np.stack(lptr_l)), goff=readonly(goff),
+        gnxt=readonly(np.concatenate(gnxt_l)), base=readonly(base),
+        prob=readonly(np.concatenate(prob_l)),
     )
 
 
@@ -250,7 +251,7 @@ def pairwise_distance(tasks, *, method: str = "sparse") -> np.ndarray:
     else:
         r, c, nu, P = st.dense()
         pairwise_dense(r, c, nu, P, out)
-    return _readonly(out)
+    return readonly(out)
 
 
 def select_pivots(st: TaskStack, n_pivots: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -408,5 +409,5 @@ def neighbours_within(tasks, eps: float, *, n_pivots: int = 4,
         pj_l.append(oj)
         a0 = a1
     ptr, idx = pairs_to_csr(N, np.concatenate(pi_l), np.concatenate(pj_l))
-    return Neighbours(ptr=_readonly(ptr), idx=_readonly(idx), eps=e, n_exact=int(n_exact),
-                      n_pairs=N * (N - 1) // 2, pivots=_readonly(pivots))
+    return Neighbours(ptr=readonly(ptr), idx=readonly(idx), eps=e, n_exact=int(n_exact),
+                      n_pairs=N * (N - 1) // 2, pivots=readonly(pivots))

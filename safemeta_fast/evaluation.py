@@ -27,15 +27,15 @@ gridworlds and dense random tasks (see :func:`choose_method`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import CMDP, _readonly
+from .cmdp import CMDP
 from .errors import ConvergenceError
 from .kernels import evaluation as _k
 from .policy import Mixture, as_policies, as_policy, as_weights
+from .validation import check_choice, check_cmdp, check_real, readonly
 
 __all__ = [
     "Evaluation",
@@ -70,11 +70,11 @@ DEFAULT_RTOL = 1e-11
 ITERATIVE_MAX_SWEEPS = 100_000
 
 # Cost model for "auto" (seconds, measured on the 7x7..100x100 gridworlds):
-# dense ~ S^3 * _C_DENSE; iterative ~ worst-case sweeps * min(nnz, S^2) * (1 + K) * _C_SWEEP
+# dense ~ S^3 * C_DENSE; iterative ~ worst-case sweeps * min(nnz, S^2) * (1 + K) * _C_SWEEP
 # (the worst-case sweep count and the nnz estimate both overshoot on gridworlds; the
 # constant absorbs that). Crossover: about 250-300 states on gridworlds, thousands of
 # states on dense random CMDPs.
-_C_DENSE = 3e-11
+C_DENSE = 3e-11
 _C_SWEEP = 2.8e-10
 # Sweeps beyond which the sparse LU is preferred to the iterative method.
 _MAX_AUTO_SWEEPS = 2000
@@ -85,7 +85,7 @@ _SPARSE_MIN_STATES = 300
 _SPAN_MIN_FILL = 0.25
 _SPAN_MIN_STATES = 300
 # One entry of a dense Jacobi sweep (kernels.evaluation.matvec), seconds; the span budget is
-# the LU's cost in sweeps, _C_DENSE S^3 / (_C_SPAN S^2), at least _SPAN_MIN_SWEEPS.
+# the LU's cost in sweeps, C_DENSE S^3 / (_C_SPAN S^2), at least _SPAN_MIN_SWEEPS.
 _C_SPAN = 6e-10
 _SPAN_MIN_SWEEPS = 10
 # Measured on RandomCMDPFamily(500, 5, gamma=0.95) with a random policy: 8 sweeps to rtol
@@ -103,7 +103,7 @@ class CostCheck:
     @property
     def slack(self) -> np.ndarray:
         """``cost_limit - cost``, shape (K,) (the paper's utility value ``V_g``)."""
-        return _readonly(self.cost_limit - self.cost)
+        return readonly(self.cost_limit - self.cost)
 
     @property
     def feasible(self) -> bool:
@@ -154,18 +154,18 @@ class EvaluationBatch:
     @property
     def slack(self) -> np.ndarray:
         """``cost_limit - cost``, shape (n, K)."""
-        return _readonly(self.cost_limit[None, :] - self.cost)
+        return readonly(self.cost_limit[None, :] - self.cost)
 
     @property
     def feasible(self) -> np.ndarray:
         """Per policy: every constraint met, shape (n,) bool."""
-        return _readonly(np.all(self.cost <= self.cost_limit[None, :], axis=1))
+        return readonly(np.all(self.cost <= self.cost_limit[None, :], axis=1))
 
     def __len__(self) -> int:
         return self.reward.shape[0]
 
     def __getitem__(self, i: int) -> Evaluation:
-        return Evaluation(float(self.reward[i]), _readonly(self.cost[i].copy()),
+        return Evaluation(float(self.reward[i]), readonly(self.cost[i].copy()),
                           self.cost_limit, self.method)
 
 
@@ -188,28 +188,6 @@ class StateValues:
 # ---------------------------------------------------------------------------
 # validation and solver choice
 # ---------------------------------------------------------------------------
-
-def _check_model(M) -> CMDP:
-    if not isinstance(M, CMDP):
-        raise TypeError(f"M must be a safemeta_fast.CMDP; got {type(M).__name__}")
-    return M
-
-
-def _check_method(method) -> str:
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method is {method!r}; expected one of {', '.join(map(repr, METHODS))}")
-    return method
-
-
-def _check_rtol(rtol) -> float:
-    if isinstance(rtol, (bool, np.bool_)) or not isinstance(
-            rtol, (int, float, np.integer, np.floating)):
-        raise TypeError(f"rtol must be a real number; got {type(rtol).__name__}")
-    x = float(rtol)
-    if not (math.isfinite(x) and 0.0 < x < 1.0):
-        raise ValueError(f"rtol is {x!r}; it must lie in (0, 1)")
-    return x
-
 
 def _expected_sweeps(gamma: float, rtol: float) -> int:
     return int(_k.gs_sweep_bound(gamma, reachable_rtol(gamma, rtol)))
@@ -267,7 +245,7 @@ def choose_method(M: CMDP, method: str = "auto", rtol: float = DEFAULT_RTOL) -> 
     >>> choose_method(gridworld(0.3)), choose_method(gridworld(0.3, 50))
     ('dense', 'iterative')
     """
-    method = _check_method(method)
+    method = check_choice("method", method, METHODS)
     S = M.n_states
     if method == "direct":
         return "dense" if S <= DENSE_MAX_STATES else "sparse"
@@ -277,7 +255,7 @@ def choose_method(M: CMDP, method: str = "auto", rtol: float = DEFAULT_RTOL) -> 
         return "span"
     nnz_est = min(M.nnz, S * S)  # an upper estimate of nnz(P_pi)
     sweeps = _expected_sweeps(M.gamma, rtol)
-    t_dense = _C_DENSE * float(S) ** 3
+    t_dense = C_DENSE * float(S) ** 3
     t_iter = _C_SWEEP * sweeps * nnz_est * (1 + M.n_constraints)
     if sweeps > _MAX_AUTO_SWEEPS:
         # gamma close to 1: a factorisation, sparse when the system is large and sparse
@@ -307,7 +285,7 @@ _MODES = {"dense": _k.MODE_DENSE, "iterative": _k.MODE_ITERATIVE, "span": _k.MOD
 def _sweep_cap(M: CMDP, method: str, rtol: float) -> int:
     """Sweep cap of the kernel: the proven Gauss-Seidel bound, or the span budget."""
     if method == "span":
-        return max(_SPAN_MIN_SWEEPS, int(_C_DENSE * M.n_states / _C_SPAN))
+        return max(_SPAN_MIN_SWEEPS, int(C_DENSE * M.n_states / _C_SPAN))
     return min(_expected_sweeps(M.gamma, rtol) + 10, ITERATIVE_MAX_SWEEPS)
 
 
@@ -368,9 +346,9 @@ def evaluate(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -
     >>> ev.cost.shape, ev.feasible
     ((1,), False)
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     pi = as_policy(pi, M.n_states, M.n_actions)
-    rtol = _check_rtol(rtol)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
     used = choose_method(M, method, rtol)
     if used == "sparse":
         vals = M.nu0 @ _values_matrix(M, pi, used, rtol)
@@ -383,7 +361,7 @@ def evaluate(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -
                                  M.gamma, _MODES[used], rtol, cap, vals, bound)
         if status != _k.STATUS_OK:
             _raise_not_converged("iterative evaluation", rtol, cap, float(bound[0]))
-    return Evaluation(float(vals[0]), _readonly(vals[1:].copy()), M.cost_limit, used)
+    return Evaluation(float(vals[0]), readonly(vals[1:].copy()), M.cost_limit, used)
 
 
 def state_values(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -> StateValues:
@@ -411,12 +389,12 @@ def state_values(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTO
     >>> round(float(sv.reward[45]), 6)
     100.0
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     pi = as_policy(pi, M.n_states, M.n_actions)
-    rtol = _check_rtol(rtol)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
     used = choose_method(M, method, rtol)
     V = _values_matrix(M, pi, used, rtol)
-    return StateValues(_readonly(V[:, 0].copy()), _readonly(V[:, 1:].copy()), used)
+    return StateValues(readonly(V[:, 0].copy()), readonly(V[:, 1:].copy()), used)
 
 
 def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -> np.ndarray:
@@ -448,9 +426,9 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
     >>> round(float(mu.sum()), 12)
     1.0
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     pi = as_policy(pi, M.n_states, M.n_actions)
-    rtol = _check_rtol(rtol)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
     used = choose_method(M, method, rtol)
     if used in ("dense", "span"):  # the adjoint system has no span stop: the dense LU
         used = "dense"
@@ -469,7 +447,7 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
     d = np.maximum(np.asarray(d), 0.0)  # round-off can leave -1e-17 on unreachable states
     mu = d[:, None] * pi
     mu /= mu.sum()
-    return _readonly(mu)
+    return readonly(mu)
 
 
 def evaluate_many(M: CMDP, policies, *, method: str = "auto",
@@ -499,9 +477,9 @@ def evaluate_many(M: CMDP, policies, *, method: str = "auto",
     >>> batch.reward.shape, batch.cost.shape
     ((3,), (3, 1))
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     pis = as_policies(policies, M.n_states, M.n_actions)
-    rtol = _check_rtol(rtol)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
     used = choose_method(M, method, rtol)
     if used == "sparse":
         if method == "sparse":
@@ -522,7 +500,7 @@ def evaluate_many(M: CMDP, policies, *, method: str = "auto",
         i = int(np.flatnonzero(status)[0])
         _raise_not_converged(f"iterative evaluation of policies[{i}]", rtol, cap,
                              float(bound[i]))
-    return EvaluationBatch(_readonly(out[:, 0].copy()), _readonly(out[:, 1:].copy()),
+    return EvaluationBatch(readonly(out[:, 0].copy()), readonly(out[:, 1:].copy()),
                            M.cost_limit, used)
 
 
@@ -556,7 +534,7 @@ def evaluate_mixture(M: CMDP, policies, weights=None, *, method: str = "auto",
     >>> round(ev.reward - evaluate(M, np.full((49, 4), 0.25)).reward, 12)
     0.0
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     if isinstance(policies, Mixture):
         if weights is not None:
             raise ValueError("weights must be omitted when policies is a Mixture (it has its own)")
@@ -570,7 +548,7 @@ def evaluate_mixture(M: CMDP, policies, weights=None, *, method: str = "auto",
     batch = evaluate_many(M, pis, method=method, rtol=rtol)
     reward = float(w @ batch.reward)
     cost = w @ batch.cost
-    return Evaluation(reward, _readonly(cost), M.cost_limit, batch.method)
+    return Evaluation(reward, readonly(cost), M.cost_limit, batch.method)
 
 
 def evaluate_affine(model, thetas, policies, *, rtol: float = DEFAULT_RTOL) -> np.ndarray:
@@ -592,7 +570,7 @@ def evaluate_affine(model, thetas, policies, *, rtol: float = DEFAULT_RTOL) -> n
     """
     M = model.base
     pis = np.ascontiguousarray(as_policies(policies, M.n_states, M.n_actions))
-    rtol = _check_rtol(rtol)
+    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
     th = np.ascontiguousarray(np.asarray(thetas, dtype=np.float64).reshape(-1, model.dim))
     used = choose_method(M, "auto", rtol)
     if used == "sparse":

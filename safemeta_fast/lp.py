@@ -57,8 +57,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .cmdp import CMDP, _check_finite, _readonly
+from .cmdp import CMDP
 from .errors import InfeasibleError, OracleError
+from .validation import check_finite, readonly
 
 __all__ = [
     "LPResult",
@@ -358,7 +359,7 @@ class OccupancyLP:
 # back end 2: a persistent HiGHS model fed straight from the successor rows
 # ---------------------------------------------------------------------------
 
-def _quiet_highs(highspy):
+def quiet_highs(highspy):
     """A ``highspy.Highs()`` whose copyright banner does not reach stdout.
 
     HiGHS prints the banner from C++ when the object is built, before any option can be
@@ -428,7 +429,7 @@ class HighsOccupancyLP:
         self._index = (uniq % (S + K)).astype(np.int32)
         self._start = np.zeros(n + 1, dtype=np.int32)
         np.cumsum(np.bincount(uniq // (S + K), minlength=n), out=self._start[1:])
-        self._h = _quiet_highs(highspy)
+        self._h = quiet_highs(highspy)
         self._h.setOptionValue("output_flag", False)
         self._basis: dict = {}
 
@@ -587,7 +588,7 @@ def _check_margin(margin, K: int) -> np.ndarray:
         arr = np.full(K, float(arr))
     if arr.shape != (K,):
         raise ValueError(f"margin must be a scalar or have shape (K,) = ({K},); got {arr.shape}")
-    _check_finite("margin", arr)
+    check_finite("margin", arr)
     return arr
 
 
@@ -676,7 +677,7 @@ def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit,
         )
         raise InfeasibleError(
             f"no policy meets the cost limits of this task ({parts}){joint}",
-            min_cost=_readonly(mins), cost_limit=_readonly(b.copy()),
+            min_cost=readonly(mins), cost_limit=readonly(b.copy()),
         )
     if status != "optimal":
         raise OracleError(
@@ -692,18 +693,18 @@ def _solve_with(lp, M, margin_arr, solver, warm_start, objective, k, cache_hit,
         duals = np.zeros(K)
     elapsed = time.perf_counter() - t0
     return LPResult(
-        policy=_readonly(policy),
-        occupancy=_readonly(mu_sa),
+        policy=readonly(policy),
+        occupancy=readonly(mu_sa),
         reward=reward,
-        cost=_readonly(cost),
-        duals=_readonly(np.array(duals, dtype=np.float64)),
+        cost=readonly(cost),
+        duals=readonly(np.array(duals, dtype=np.float64)),
         status="optimal",
         solver=solver,
         backend=lp.backend,
         solve_time=elapsed,
         objective=objective,
         cost_index=k,
-        cost_limit=_readonly(b.copy()),
+        cost_limit=readonly(b.copy()),
         warm_started=start == "warm",
         cache_hit=bool(cache_hit),
         start=start,

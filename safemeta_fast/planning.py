@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import CMDP, _readonly
+from .cmdp import CMDP
 from .errors import ConvergenceError, SafeMetaError
-from .evaluation import _C_DENSE, CostCheck, _check_model, evaluate
+from .evaluation import C_DENSE, CostCheck, evaluate
 from .kernels import planning as _k
+from .validation import check_cmdp, readonly
 
 __all__ = [
     "ValueIterationResult",
@@ -155,7 +156,7 @@ def value_iteration(M: CMDP, *, tol: float = 1e-8, max_iter: int = 100_000,
     >>> round(float(res.values[45]), 6)
     100.0
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     tol = _positive("tol", tol)
     max_iter = _count("max_iter", max_iter, 1)
     sign, R = _objective_rewards(M, objective, constraint)
@@ -201,7 +202,7 @@ def _result_fields(M: CMDP, v, q, sign, it, residual, bound) -> dict:
     pi[np.arange(S), np.argmax(q, axis=1)] = 1.0
     values = sign * v
     return dict(
-        values=_readonly(values), q=_readonly(sign * q), policy=_readonly(pi),
+        values=readonly(values), q=readonly(sign * q), policy=readonly(pi),
         iterations=int(it), residual=float(residual), error_bound=float(bound),
         value=float(M.nu0 @ values), objective=("reward" if sign > 0 else "cost"),
     )
@@ -253,7 +254,7 @@ _C_VISIT_SPARSE = 1.6e-9
 #: ...and in a dense matrix-vector loop on the tensor (``kernels.evaluation.matvec``);
 _C_VISIT_DENSE = 6e-10
 #: improvement steps policy iteration typically needs (2-4 on dense random tasks, 4-10 on
-#: gridworlds); its dense LU costs ``evaluation._C_DENSE * S**3`` per step.
+#: gridworlds); its dense LU costs ``evaluation.C_DENSE * S**3`` per step.
 _PI_STEPS = 4
 #: "auto" never falls back to policy iteration above this many states (LU memory/time).
 _PI_MAX_STATES = 4000
@@ -275,7 +276,7 @@ def _path_of(M: CMDP, path: str) -> str:
 def _auto_budget(M: CMDP, path: str, n_sweeps: int) -> int | None:
     """Improvement steps modified PI gets before "auto" switches to policy iteration.
 
-    ``t_PI = _PI_STEPS * (_C_DENSE S^3 + c nnz)`` against one modified-PI step
+    ``t_PI = _PI_STEPS * (C_DENSE S^3 + c nnz)`` against one modified-PI step
     ``t_step = c (nnz + n_sweeps nnz_pi)`` (``c`` per visited entry, ``nnz`` entries of P,
     ``nnz_pi`` of P_sigma; dense path: ``nnz = S A S``). Modified PI runs for
     ``t_PI / t_step`` steps (at least 20); if it has not met the bound by then, policy
@@ -289,7 +290,7 @@ def _auto_budget(M: CMDP, path: str, n_sweeps: int) -> int | None:
         c, nnz, nnz_pi = _C_VISIT_DENSE, S * A * S, S * S
     else:
         c, nnz, nnz_pi = _C_VISIT_SPARSE, M.nnz, M.nnz / A
-    t_pi = _PI_STEPS * (_C_DENSE * float(S) ** 3 + c * nnz)
+    t_pi = _PI_STEPS * (C_DENSE * float(S) ** 3 + c * nnz)
     t_step = c * (nnz + n_sweeps * nnz_pi)
     return max(_MIN_BUDGET, int(t_pi / t_step))
 
@@ -373,7 +374,7 @@ def solve_mdp(M: CMDP, *, method: str = "auto", path: str = "auto", tol: float =
     >>> solve_mdp(gridworld(0.3)).method
     'modified_policy_iteration'
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     method = _choice("method", method, MDP_METHODS)
     path = _path_of(M, _choice("path", path, MDP_PATHS))
     tol = _positive("tol", tol)
@@ -512,7 +513,7 @@ def primal_dual(M: CMDP, *, beta: float = 0.1, eta_p: float | None = None, eta_x
     >>> round(res.reward, 6), round(float(res.cost[0]), 6)
     (44.915306, 1.5)
     """
-    M = _check_model(M)
+    M = check_cmdp(M)
     beta = _positive("beta", beta)
     gamma = M.gamma
     eta_max = (1.0 - gamma) / beta
@@ -555,7 +556,7 @@ def primal_dual(M: CMDP, *, beta: float = 0.1, eta_p: float | None = None, eta_x
     pi /= pi.sum(axis=1, keepdims=True)
     ev = evaluate(M, pi)
     return PrimalDualResult(
-        policy=_readonly(pi), multiplier=_readonly(xi), soft_value=_readonly(v),
+        policy=readonly(pi), multiplier=readonly(xi), soft_value=readonly(v),
         lagrangian=float(M.nu0 @ v + xi @ M.cost_limit), reward=ev.reward, cost=ev.cost,
         cost_limit=M.cost_limit, iterations=int(it), sweeps=int(sweeps),
     )

@@ -31,7 +31,7 @@ _COLOURS = {
 }
 
 
-def _canvas(figsize):
+def canvas(figsize):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -40,7 +40,7 @@ def _canvas(figsize):
     return fig
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(Path(path), buf.getvalue())
@@ -108,7 +108,7 @@ def plot_regret_cost(curves: dict, *, cost_limit: float, path, title: str = "") 
         raise ValueError("curves is empty; nothing to draw")
     from matplotlib.patches import Patch
 
-    fig = _canvas((7.5, 7.0))
+    fig = canvas((7.5, 7.0))
     ax_r, ax_c = fig.subplots(2, 1, sharex=True)
     top = 1.2 * cost_limit
     off_scale = []
@@ -155,7 +155,7 @@ def plot_regret_cost(curves: dict, *, cost_limit: float, path, title: str = "") 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gridworld_policies(panels, *, path) -> Path:
@@ -180,7 +180,7 @@ def plot_gridworld_policies(panels, *, path) -> Path:
     panels = list(panels)
     if not panels:
         raise ValueError("panels is empty; nothing to draw")
-    fig = _canvas((5.2 * len(panels), 5.6))
+    fig = canvas((5.2 * len(panels), 5.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (M, pi, title) in zip(axes, panels):
         S, A = M.n_states, M.n_actions
@@ -221,7 +221,7 @@ def plot_gridworld_policies(panels, *, path) -> Path:
     fig.suptitle("Gridworld: LP-optimal policies (red: cost cells, green: goal, blue dot: start "
                  "states of nu0)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _rect(x, y, face):

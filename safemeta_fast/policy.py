@@ -12,56 +12,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import PROB_ATOL, _as_float_array, _check_finite, _readonly
+from .validation import as_float_array, check_stochastic, readonly
 
 __all__ = ["Mixture", "as_policy", "as_policies", "as_weights", "uniform_policy"]
 
 
-def _check_stochastic(name: str, arr: np.ndarray, index_prefix: tuple = ()) -> None:
-    _check_finite(name, arr)
-    bad = arr < 0
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{list(idx)} is {float(arr[idx])!r}; probabilities must be >= 0")
-    sums = arr.sum(axis=-1)
-    dev = np.abs(sums - 1.0)
-    if (dev > PROB_ATOL).any():
-        idx = tuple(int(i) for i in np.argwhere(dev > PROB_ATOL)[0])
-        raise ValueError(
-            f"{name}{list(idx)} sums to {float(sums[idx]):.12g}; each row must sum to 1 "
-            f"(tolerance {PROB_ATOL:g})"
-        )
-
-
 def as_policy(pi, n_states: int, n_actions: int, name: str = "pi") -> np.ndarray:
     """Validate one policy; returns a read-only float64 C-contiguous (S, A) copy."""
-    arr = _as_float_array(name, pi, 2)
+    arr = as_float_array(name, pi, 2)
     if arr.shape != (n_states, n_actions):
         raise ValueError(f"{name} must have shape (S, A) = ({n_states}, {n_actions}); got {arr.shape}")
-    _check_stochastic(name, arr)
-    return _readonly(arr)
+    check_stochastic(name, arr)
+    return readonly(arr)
 
 
 def as_policies(pis, n_states: int, n_actions: int, name: str = "policies") -> np.ndarray:
     """Validate a stack of policies; returns a read-only (n, S, A) copy (a single (S, A) policy becomes n = 1)."""
-    arr = _as_float_array(name, pis, (2, 3))
+    arr = as_float_array(name, pis, (2, 3))
     if arr.ndim == 2:
         arr = arr[None]
     if arr.shape[1:] != (n_states, n_actions) or arr.shape[0] == 0:
         raise ValueError(
             f"{name} must have shape (n, S, A) = (n >= 1, {n_states}, {n_actions}); got {arr.shape}"
         )
-    _check_stochastic(name, arr)
-    return _readonly(arr)
+    check_stochastic(name, arr)
+    return readonly(arr)
 
 
 def as_weights(weights, n: int, name: str = "weights") -> np.ndarray:
     """Validate mixture weights: shape (n,), non-negative, summing to 1 (tolerance 1e-9)."""
-    w = _as_float_array(name, weights, 1)
+    w = as_float_array(name, weights, 1)
     if w.shape != (n,):
         raise ValueError(f"{name} must have shape (n,) = ({n},), one weight per policy; got {w.shape}")
-    _check_stochastic(name, w)
-    return _readonly(w)
+    check_stochastic(name, w)
+    return readonly(w)
 
 
 def uniform_policy(n_states: int, n_actions: int) -> np.ndarray:
@@ -92,12 +76,12 @@ class Mixture:
     weights: np.ndarray
 
     def __post_init__(self):
-        pols = _as_float_array("policies", self.policies, 3)
+        pols = as_float_array("policies", self.policies, 3)
         if pols.shape[0] == 0 or pols.shape[1] == 0 or pols.shape[2] == 0:
             raise ValueError(f"policies must have shape (m >= 1, S >= 1, A >= 1); got {pols.shape}")
-        _check_stochastic("policies", pols)
+        check_stochastic("policies", pols)
         w = as_weights(self.weights, pols.shape[0])
-        object.__setattr__(self, "policies", _readonly(pols))
+        object.__setattr__(self, "policies", readonly(pols))
         object.__setattr__(self, "weights", w)
 
     @property

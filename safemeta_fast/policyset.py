@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cmdp import _readonly
+from .validation import readonly
 from .errors import SafeMetaError
-from .policy import _check_stochastic
+from .validation import check_stochastic
 
 __all__ = ["PolicySet", "ArtifactError", "SCHEMA_VERSION"]
 
@@ -127,7 +127,7 @@ class PolicySet:
         if pols.ndim != 3 or pols.shape[0] == 0:
             raise ValueError(f"policies must have shape (n >= 1, S, A); got {pols.shape}")
         n, S, A = pols.shape
-        _check_stochastic("policies", pols)
+        check_stochastic("policies", pols)
         b = np.array(self.cost_limit, dtype=np.float64).reshape(-1)
         K = b.size
         if K == 0:
@@ -145,7 +145,7 @@ class PolicySet:
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"{name} has non-finite entries")
             arrays[name] = a
-        _check_stochastic("safe_policy", arrays["safe_policy"])
+        check_stochastic("safe_policy", arrays["safe_policy"])
         cp = np.array(self.cover_params, dtype=np.float64)
         if cp.ndim == 1:
             cp = cp[:, None]
@@ -153,7 +153,7 @@ class PolicySet:
             raise ValueError(f"cover_params must have shape (n, d) = ({n}, d); got {cp.shape}")
         arrays["cover_params"] = cp
         for name, a in arrays.items():
-            object.__setattr__(self, name, _readonly(a))
+            object.__setattr__(self, name, readonly(a))
         if not np.all(np.isfinite(cp)):
             i, j = (int(k) for k in np.argwhere(~np.isfinite(cp))[0])
             raise ValueError(f"cover_params[{i}, {j}] is {cp[i, j]}; it must be finite")

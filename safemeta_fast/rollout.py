@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import CMDP, _readonly
+from .cmdp import CMDP
 from .kernels.rollout import (
     STATUS_OK,
     alias_thresholds,
@@ -23,7 +23,7 @@ from .kernels.rollout import (
 )
 from .policy import Mixture, as_policy
 from .seeding import resolve_seed
-from .validation import check_bool, check_size
+from .validation import check_bool, check_size, readonly
 
 __all__ = ["rollout", "RolloutResult"]
 
@@ -206,9 +206,9 @@ def rollout(M, policy_or_mixture, n_episodes, horizon, *, seed, closed_form=True
     if status != STATUS_OK:  # pragma: no cover - the kernel has no failure path today
         raise RuntimeError(f"rollout kernel returned status {status}")
     return RolloutResult(
-        reward=_readonly(out_r),
-        cost=_readonly(out_c),
-        component=_readonly(out_comp) if is_mixture else None,
+        reward=readonly(out_r),
+        cost=readonly(out_c),
+        component=readonly(out_comp) if is_mixture else None,
         seed=seed_used,
         horizon=H,
         closed_form=closed_form,

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmdp import CMDP, _readonly
+from .cmdp import CMDP
 from .errors import ConvergenceError, SafetyAssumptionError
 from .evaluation import evaluate
 from .kernels.evaluation import EPS as _EPS
 from .kernels.evaluation import FLOOR_ULPS as _FLOOR_ULPS
 from .kernels.robust import robust_value_iteration
 from .policy import as_policy
+from .validation import readonly
 
 _k_FLOOR = _FLOOR_ULPS * _EPS
 
@@ -101,7 +102,7 @@ def verify_safe_policy(pi, tasks, *, names=None, raise_on_unsafe: bool = True) -
         slack[i] = M.cost_limit - ev.cost
     flat = int(np.argmin(slack))
     wt, wk = divmod(flat, K)
-    check = SafetyCheck(_readonly(reward), _readonly(slack), float(slack[wt, wk]), wt, wk)
+    check = SafetyCheck(readonly(reward), readonly(slack), float(slack[wt, wk]), wt, wk)
     if raise_on_unsafe and not check.safe:
         label = names[wt] if names is not None else f"task {wt}"
         raise SafetyAssumptionError(

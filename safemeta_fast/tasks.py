@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from .cmdp import CMDP, _check_finite
+from .cmdp import CMDP
 from .seeding import resolve_seed
-from .validation import check_size
+from .validation import check_finite, check_size
 
 __all__ = [
     "ParameterDistribution",
@@ -45,7 +45,7 @@ def _vector(name: str, x, d: int | None = None) -> np.ndarray:
             arr = np.full(d, arr[0])
         if arr.size != d:
             raise ValueError(f"{name} must have {d} entries (one per parameter); got {arr.size}")
-    _check_finite(name, arr)
+    check_finite(name, arr)
     return arr
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from typing import TYPE_CHECKING
 
-from .cmdp import _readonly
+from .validation import readonly
 from .policy import Mixture
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -280,7 +280,7 @@ def build_log(ps, *, profile, constants, seed, horizon, cand, alpha, comp, stage
         first = int(np.flatnonzero(cand < 0)[0])
         notes += (f"every candidate was eliminated by episode {first}; the safe policy ran "
                   "alone afterwards",)
-    ro = lambda a: None if a is None else _readonly(np.ascontiguousarray(a))  # noqa: E731
+    ro = lambda a: None if a is None else readonly(np.ascontiguousarray(a))  # noqa: E731
     extra = {}
     if certified is not None:
         bound = certified["bound"]

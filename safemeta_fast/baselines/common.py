@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cmdp import _readonly
 from ..evaluation import evaluate
 from ..testlog import violation_headline
-from ..validation import check_real
+from ..validation import check_real, readonly
 
 __all__ = ["BaselineLog", "block_values", "BlockAudit", "regret_reference_of"]
 
@@ -71,12 +70,12 @@ class BaselineLog:
             c = c[:, None]
         if r.ndim != 1 or c.shape[0] != r.size:
             raise ValueError(f"exact_reward (n,) and exact_cost (n, K) disagree: {r.shape}, {c.shape}")
-        object.__setattr__(self, "exact_reward", _readonly(r))
-        object.__setattr__(self, "exact_cost", _readonly(c))
+        object.__setattr__(self, "exact_reward", readonly(r))
+        object.__setattr__(self, "exact_cost", readonly(c))
         object.__setattr__(self, "cost_limit",
-                           _readonly(np.ascontiguousarray(self.cost_limit, dtype=np.float64).ravel()))
+                           readonly(np.ascontiguousarray(self.cost_limit, dtype=np.float64).ravel()))
         object.__setattr__(self, "policy_starts",
-                           _readonly(np.ascontiguousarray(self.policy_starts, dtype=np.int64)))
+                           readonly(np.ascontiguousarray(self.policy_starts, dtype=np.int64)))
 
     @property
     def n_episodes(self) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..evaluation import evaluate
 from .common import BaselineLog
-from .dope_plus import _check_common, run_optimistic_pessimistic
+from .dope_plus import check_dope_arguments, run_optimistic_pessimistic
 
 __all__ = ["dope", "DOPE_LABEL"]
 
@@ -86,7 +86,7 @@ stop_on_violation, violation_tol, progress
     >>> log.info["label"], log.n_episodes
     ('[inferred] discounted translation of DOPE', 60)
     """
-    args = _check_common(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
+    args = check_dope_arguments(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
                          reward_cap, backend, stop_on_violation, violation_tol, progress)
     g = M_test.gamma
     ev_s = evaluate(M_test, args["pi_s"])

@@ -31,7 +31,7 @@ from ..cmdp import CMDP
 from ..evaluation import evaluate
 from ..kernels.dope import count_episodes
 from ..kernels.trajectory import csr_cdf, policy_cdf
-from ..lp import _quiet_highs
+from ..lp import quiet_highs
 from ..policy import as_policy
 from ..seeding import resolve_seed
 from ..validation import check_bool, check_cmdp, check_int, check_real, check_size
@@ -246,7 +246,7 @@ class OptimisticLP:
         import highspy as hp
 
         self._hp = hp
-        h = _quiet_highs(hp)
+        h = quiet_highs(hp)
         h.setOptionValue("output_flag", False)
         V = np.vstack([d.G, d.F])                      # (K + S, n), row-major
         cols, rows = np.nonzero(V.T)                   # column-wise order for CSC
@@ -390,7 +390,7 @@ def policy_from_occupancy(x: np.ndarray, S: int, A: int) -> np.ndarray:
 # validation
 # ---------------------------------------------------------------------------
 
-def _check_common(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
+def check_dope_arguments(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
                   reward_cap, backend, stop_on_violation, violation_tol, progress):
     """Validate the arguments DOPE+ and DOPE share; returns the cleaned values."""
     check_cmdp(M_test, "M_test")
@@ -667,7 +667,7 @@ def dope_plus(M_test: CMDP, pi_start, *, n_episodes: int = 40_000, regret_refere
     >>> log.n_episodes, int(log.policy_starts[0]), log.info["n_lp"]
     (60, 0, 10)
     """
-    args = _check_common(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
+    args = check_dope_arguments(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
                          reward_cap, backend, stop_on_violation, violation_tol, progress)
     conf_K = check_real("conf_K", conf_K, lo=0.0, lo_open=True)
     g = M_test.gamma

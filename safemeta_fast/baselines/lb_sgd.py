@@ -32,14 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cmdp import CMDP, _readonly
+from ..cmdp import CMDP
 from ..errors import SafeMetaError
 from ..kernels.lb_sgd import gradient_batch
 from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..planning import primal_dual
 from ..policy import as_policy
 from ..seeding import resolve_seed
-from ..validation import check_bool, check_cmdp, check_int, check_real, check_size
+from ..validation import check_bool, check_cmdp, check_int, check_real, check_size, readonly
 from .common import BaselineLog, BlockAudit, regret_reference_of
 
 __all__ = [
@@ -243,7 +243,7 @@ def policy_gradient_batch(M, pi, n_trajectories, *, seed, horizon=600,
     first = check_int("first_episode", first_episode, 0)
     seed_used = resolve_seed(seed)
     g_r, g_c, j_r, j_c = _gradient(M, pi, n, H, seed_used, first, _tables(M))
-    return GradientEstimate(_readonly(g_r), _readonly(g_c), j_r, _readonly(j_c), n, H,
+    return GradientEstimate(readonly(g_r), readonly(g_c), j_r, readonly(j_c), n, H,
                             seed_used, first)
 
 

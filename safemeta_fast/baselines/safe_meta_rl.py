@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cmdp import CMDP, _readonly
+from ..cmdp import CMDP
 from ..kernels.safe_meta_rl import (
     RESAMPLE_STREAM_BASE,
     dual_policy,
@@ -27,7 +27,7 @@ from ..kernels.safe_meta_rl import (
 from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..policy import as_policy
 from ..seeding import resolve_seed
-from ..validation import check_bool, check_cmdp, check_int, check_real, check_size
+from ..validation import check_bool, check_cmdp, check_int, check_real, check_size, readonly
 from .common import BaselineLog, BlockAudit, regret_reference_of
 
 __all__ = ["safe_meta_rl", "safe_meta_rl_step", "SafeMetaRLStep", "DUAL_SAMPLING"]
@@ -180,10 +180,10 @@ def safe_meta_rl_step(M_test, pi, *, seed, step=0, n_trajectories=50, horizon=60
     run = _Stepper(M, n_traj, horizon, consts, exact, seed)
     new = run(pi, step)
     return SafeMetaRLStep(
-        policy=_readonly(new), u=_readonly(run.u_used.copy()), u_last=_readonly(run.u_last.copy()),
-        j_c=_readonly(run.j_c.copy()), adv_r=_readonly(run.adv_r.copy()),
-        adv_c=_readonly(run.adv_c.copy()), states=_readonly(run.states.copy()),
-        actions=_readonly(run.actions.copy()), lengths=_readonly(run.lengths.copy()),
+        policy=readonly(new), u=readonly(run.u_used.copy()), u_last=readonly(run.u_last.copy()),
+        j_c=readonly(run.j_c.copy()), adv_r=readonly(run.adv_r.copy()),
+        adv_c=readonly(run.adv_c.copy()), states=readonly(run.states.copy()),
+        actions=readonly(run.actions.copy()), lengths=readonly(run.lengths.copy()),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..plotting import _canvas, _save
+from ..plotting import canvas, save_figure
 
 __all__ = ["plot_histograms", "plot_panels"]
 
@@ -39,7 +39,7 @@ def plot_histograms(panels: list, *, path, title: str = "", bins: int = 50):
     """
     if not panels:
         raise ValueError("panels is empty; nothing to draw")
-    fig = _canvas((7.5, 2.6 * len(panels) + 0.6))
+    fig = canvas((7.5, 2.6 * len(panels) + 0.6))
     axes = np.atleast_1d(fig.subplots(len(panels), 1))
     for ax, p in zip(axes, panels):
         v = np.asarray(p["values"], dtype=float)
@@ -62,7 +62,7 @@ def plot_histograms(panels: list, *, path, title: str = "", bins: int = 50):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_panels(x, panels: list, *, path, xlabel: str, title: str = "", xticklabels=None,
@@ -86,7 +86,7 @@ def plot_panels(x, panels: list, *, path, xlabel: str, title: str = "", xticklab
     Path
     """
     x = np.asarray(x, dtype=float)
-    fig = _canvas((7.5, 2.8 * len(panels) + 0.6))
+    fig = canvas((7.5, 2.8 * len(panels) + 0.6))
     axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
     for ax, p in zip(axes, panels):
         for i, (label, y) in enumerate(p["series"].items()):
@@ -107,4 +107,4 @@ def plot_panels(x, panels: list, *, path, xlabel: str, title: str = "", xticklab
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
