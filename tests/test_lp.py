@@ -20,6 +20,7 @@ from safemeta_fast.lp import (
     min_cost,
     solve_lp,
 )
+from safemeta_fast.lp import oracle as lporacle
 from tests.strategies import cmdps, random_cmdp
 from tests.twins import evaluate_dense
 
@@ -304,9 +305,9 @@ def test_different_support_is_never_mixed_up():
 
 def test_cache_is_bounded():
     clear_lp_cache()
-    for size in range(2, 2 + lpmod._CACHE_SIZE + 3):
+    for size in range(2, 2 + lporacle._CACHE_SIZE + 3):
         solve_lp(gridworld(0.1, size), solver="HIGHS")
-    assert len(lpmod._CACHE) == lpmod._CACHE_SIZE
+    assert len(lporacle._CACHE) == lporacle._CACHE_SIZE
 
 
 def test_failed_warm_start_is_retried_cold(grid03, monkeypatch):
