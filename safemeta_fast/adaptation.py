@@ -66,7 +66,7 @@ import numpy as np
 from .certified import certified_model, fresh_state, return_range
 from .cmdp import CMDP
 from .validation import readonly
-from .errors import CalibrationRefutedWarning, SafetyAssumptionError
+from .errors import CalibrationRefutedWarning, SafetyAssumptionError, SafetyPreconditionWarning
 from .kernels import adaptation as _k
 from .kernels import certified as _kc
 from .kernels.rollout import build_tables, table_size
@@ -308,7 +308,7 @@ class SafeAdapter:
                + ". The safety guarantee of the paper does not hold.")
         if strict:
             raise SafetyAssumptionError(msg + " Pass strict=False to run anyway.")
-        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        warnings.warn(msg, SafetyPreconditionWarning, stacklevel=4)
         self.notes.append("WARNING: " + msg)
         return False
 

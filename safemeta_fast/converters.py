@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .cmdp import CMDP
+from .errors import ModelWarning
 from .validation import as_float_array, check_finite
 
 __all__ = [
@@ -34,10 +35,6 @@ __all__ = [
     "quantecon_feasible_actions",
     "reachable_states",
 ]
-
-
-class ModelWarning(UserWarning):
-    """A converted model is valid but very likely not the model the user meant."""
 
 
 # ---------------------------------------------------------------------------
@@ -337,9 +334,9 @@ def quantecon_feasible_actions(ddp) -> np.ndarray:
 
     Examples
     --------
-    >>> import numpy as np, quantecon as qe  # doctest: +SKIP
-    >>> ddp = qe.markov.DiscreteDP([[1.0, -np.inf]], [[[1.0], [1.0]]], 0.9)  # doctest: +SKIP
-    >>> quantecon_feasible_actions(ddp).tolist()  # doctest: +SKIP
+    >>> import numpy as np, quantecon as qe
+    >>> ddp = qe.markov.DiscreteDP([[1.0, -np.inf]], [[[1.0], [1.0]]], 0.9)
+    >>> quantecon_feasible_actions(ddp).tolist()
     [[True, False]]
     """
     S, A, s_idx, a_idx, _, _ = _ddp_layout(ddp)

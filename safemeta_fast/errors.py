@@ -14,6 +14,9 @@ __all__ = [
     "SafetyAssumptionError",
     "ConvergenceError",
     "CalibrationRefutedWarning",
+    "SafetyPreconditionWarning",
+    "UncoveredUnsafeWarning",
+    "ModelWarning",
 ]
 
 
@@ -61,3 +64,15 @@ class CalibrationRefutedWarning(UserWarning):
     probability at most delta_cal + delta_test when its assumptions hold, e.g. the test
     task really comes from the training distribution); the safe policy runs alone.
     """
+
+
+class SafetyPreconditionWarning(UserWarning):
+    """The paper's precondition (8L+18) eps <= xi does not hold: the guarantee is void."""
+
+
+class UncoveredUnsafeWarning(UserWarning):
+    """The safe policy violates a limit on sampled tasks outside the cover."""
+
+
+class ModelWarning(UserWarning):
+    """A converted model is valid but very likely not the model the user meant."""

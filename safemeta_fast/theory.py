@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cmdp import CMDP
+from .validation import check_cmdp
 
 __all__ = ["lipschitz_constant", "normalisation_of", "normalised_margin"]
 
@@ -32,8 +33,7 @@ def normalisation_of(M: CMDP) -> dict:
     >>> normalisation_of(gridworld(0.3))["reward_range"]
     10.0
     """
-    if not isinstance(M, CMDP):
-        raise TypeError(f"M must be a CMDP; got {type(M).__name__}")
+    check_cmdp(M)
     r = np.asarray(M.r)
     util = (1.0 - M.gamma) * np.asarray(M.cost_limit)[None, None, :] - np.asarray(M.c)
     return {

@@ -17,7 +17,12 @@ from tqdm.auto import tqdm
 
 from .cmdp import CMDP
 from .covering import build_cover
-from .errors import InfeasibleError, SafetyAssumptionError
+from .errors import (
+    InfeasibleError,
+    SafetyAssumptionError,
+    SafetyPreconditionWarning,
+    UncoveredUnsafeWarning,
+)
 from .lp import solve_lp
 from .planning import primal_dual
 from .policy import as_policy
@@ -37,14 +42,6 @@ __all__ = [
 ]
 
 ORACLES = ("lp", "primal_dual")
-
-
-class SafetyPreconditionWarning(UserWarning):
-    """The paper's precondition (8L+18) eps <= xi does not hold: the guarantee is void."""
-
-
-class UncoveredUnsafeWarning(UserWarning):
-    """The safe policy violates a limit on sampled tasks outside the cover."""
 
 
 def _solve_ol(M: CMDP, oracle: str, options: dict):
@@ -172,7 +169,9 @@ def train(
     --------
     >>> from safemeta_fast.envs import GridworldFamily, gridworld
     >>> ps = train(GridworldFamily(), eps=0.02, delta=0.2, distance="parameter",
-    ...            safe_policy=gridworld(0.4), seed=0, progress=False)  # doctest: +SKIP
+    ...            safe_policy=gridworld(0.4), seed=0, progress=False)
+    >>> len(ps.policies), ps.eps
+    (1, 0.02)
     """
     if not isinstance(family, TaskFamily):
         raise TypeError(f"family must be a TaskFamily; got {type(family).__name__}")

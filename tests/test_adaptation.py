@@ -20,7 +20,7 @@ from safemeta_fast.adaptation import (
     normalisation_of,
 )
 from safemeta_fast.envs import gridworld
-from safemeta_fast.errors import SafetyAssumptionError
+from safemeta_fast.errors import SafetyAssumptionError, SafetyPreconditionWarning
 from safemeta_fast.evaluation import evaluate, evaluate_many, evaluate_mixture
 from safemeta_fast.kernels import adaptation as K
 from safemeta_fast.lp import solve_lp
@@ -483,7 +483,8 @@ def test_paper_preconditions_fail_on_the_gridworld(pset):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         ad = SafeAdapter(pset, profile=PAPER, n_episodes=100, strict=False, seed=0, **norm)
-    assert any("preconditions fail" in str(x.message) for x in w)
+    assert any(issubclass(x.category, SafetyPreconditionWarning)
+               and "preconditions fail" in str(x.message) for x in w)
     log = ad.run(gridworld(0.3))
     assert not log.guarantee and "does not apply" in log.summary()
     # alpha_1 is negative on this scale: clipped, the safe policy runs alone
