@@ -107,7 +107,7 @@ class GridworldCostFamily(TaskFamily):
     Examples
     --------
     >>> fam = GridworldCostFamily()
-    >>> fam.build([0.3, 10.0]).c.max()
+    >>> float(fam.build([0.3, 10.0]).c.max())
     10.0
     """
 
@@ -221,7 +221,7 @@ class GridworldCostCellsFamily(TaskFamily):
     Examples
     --------
     >>> fam = GridworldCostCellsFamily(2)
-    >>> fam.build([9.5, 10.5]).c[:, 0, 0].max()
+    >>> float(fam.build([9.5, 10.5]).c[:, 0, 0].max())
     10.5
     """
 

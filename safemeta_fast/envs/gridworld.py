@@ -100,7 +100,7 @@ def gridworld(
     Examples
     --------
     >>> M = gridworld(0.3)
-    >>> round(M.P[24, 0, 25], 6), M.n_states
+    >>> round(float(M.P[24, 0, 25]), 6), M.n_states
     (0.775, 49)
     """
     if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral):

@@ -156,7 +156,7 @@ def run_env(adapter, env, n_episodes: int, *, cost_fn=None, seed=None, progress:
     >>> pi = solve_lp(M).policy; e = evaluate(M, pi)
     >>> ps = PolicySet(policies=pi[None], u=[e.reward], v=[e.slack], u_s=[e.reward],
     ...     v_s=[e.slack], safe_policy=pi, cover_params=[0.3], cost_limit=M.cost_limit,
-    ...     gamma=M.gamma, eps=0.01, delta=0.05, xi_hat=0.0, seed=0)
+    ...     gamma=M.gamma, eps=0.01, delta=0.05, xi_hat=0.01, seed=0)
     >>> adapter = SafeAdapter(ps, profile="pce", n_episodes=20, seed=0)
     >>> log = run_env(adapter, CMDPEnv(M), 20, seed=0, progress=False)
     >>> log.n_episodes, log.reward.shape, log.cost.shape

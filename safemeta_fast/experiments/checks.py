@@ -24,10 +24,12 @@ Every experiment trains (when it needs to) with the README tour's recipe
 safe_policy=gridworld(0.4), seed=seed)``; small ``train_eps``/``train_delta``/calibration
 sizes make the tests' tiny settings.
 
-Examples
---------
->>> res = run_experiment("cover", "/tmp/cover_run", quick=True, progress=False)  # doctest: +SKIP
->>> res["sets"][0]["covered_fraction"]  # doctest: +SKIP
+Each experiment takes minutes even in its quick form, so the module shows its use as a
+literal block rather than a doctest (``tests/test_checks.py`` runs every experiment at
+tiny sizes)::
+
+    res = run_experiment("cover", "/tmp/cover_run", quick=True, progress=False)
+    res["sets"][0]["covered_fraction"]
 """
 
 from __future__ import annotations
