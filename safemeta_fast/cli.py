@@ -89,10 +89,13 @@ def _safe_policy_arg(text: str, size: int):
 
     if text == "robust":
         return "robust"
-    if text.startswith("noise:"):
-        return gridworld(float(text.split(":", 1)[1]), size=size)
-    if text.endswith(".npy"):
-        return np.load(text, allow_pickle=False)
+    try:
+        if text.startswith("noise:"):
+            return gridworld(float(text.split(":", 1)[1]), size=size)
+        if text.endswith(".npy"):
+            return np.load(text, allow_pickle=False)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ValueError(f"--safe-policy {text!r}: {exc}") from None
     raise ValueError(f"--safe-policy {text!r}: expected 'robust', 'noise:X' or a .npy policy file")
 
 

@@ -42,6 +42,9 @@ def test_train_writes_policy_set(tmp_path, capsys):
 def test_bad_arguments_exit_cleanly(tmp_path, capsys):
     assert main(["train", "--safe-policy", "nonsense", "--out", str(tmp_path / "x")]) == 2
     assert "--safe-policy 'nonsense'" in capsys.readouterr().err
+    for bad in ("noise:abc", "noise:7", str(tmp_path / "missing.npy")):
+        assert main(["train", "--safe-policy", bad, "--out", str(tmp_path / "x")]) == 2
+        assert f"--safe-policy {bad!r}: " in capsys.readouterr().err
     assert main(["train", "--eps", "-1", "--no-progress", "--out", str(tmp_path / "y")]) == 2
 
 
