@@ -32,6 +32,7 @@ from ..evaluation import evaluate
 from ..kernels.dope import count_episodes
 from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..lp import quiet_highs
+from ..lp.problem import extract_policy
 from ..policy import as_policy
 from ..seeding import resolve_seed
 from ..validation import check_bool, check_cmdp, check_int, check_real, check_size
@@ -61,8 +62,6 @@ _CAP_MODES = ("reference", "corrected", None)
 #: problem with Parameters ("cvxpy"), a cold ``scipy.optimize.linprog`` per episode with
 #: the reference's exact matrix and row order ("linprog", the faithful reproduction).
 BACKENDS = ("highs", "cvxpy", "linprog")
-#: States whose total LP occupancy is at most this get the uniform policy (reference).
-UNREACHED_TOL = 1e-10
 
 
 # ---------------------------------------------------------------------------
@@ -376,14 +375,10 @@ class OptimisticLP:
 def policy_from_occupancy(x: np.ndarray, S: int, A: int) -> np.ndarray:
     """``pi(a|s) = x(s, a) / sum_a x(s, a)``, uniform where the sum is <= 1e-10, shape (S, A).
 
-    Solver round-off below 0 is clipped to 0 first.
+    Solver round-off below 0 is clipped to 0 first (the oracle's own extraction,
+    :func:`safemeta_fast.lp.problem.extract_policy`).
     """
-    xs = np.maximum(np.asarray(x, dtype=np.float64), 0.0).reshape(S, A)
-    tot = xs.sum(axis=1)
-    pi = np.full((S, A), 1.0 / A)
-    seen = tot > UNREACHED_TOL
-    pi[seen] = xs[seen] / tot[seen, None]
-    return pi
+    return extract_policy(np.maximum(np.asarray(x, dtype=np.float64), 0.0).reshape(S, A))
 
 
 # ---------------------------------------------------------------------------
