@@ -162,6 +162,7 @@ def test_lazy_cover_equals_brute_force_greedy_gridworld_1500(affine, monkeypatch
     # rounded noises: many exact distance ties at eps and many count ties (smallest index wins)
     fam = GridworldFamily() if affine else _built_only(monkeypatch, GridworldFamily())
     th = np.round(fam.sample(1500, seed=11), 3)
+    assert stack_family(fam, th[:2]).reduced == affine
     D = _lazy_vs_brute(fam, th, [0.75 * 0.002, 0.75 * 0.005, 0.75 * 0.02], [0.0, 0.15 * 1500])
     # the twin (SPEC step 3 verbatim) on one setting
     chosen = _cover_round(fam, th, 0.75 * 0.005, 225.0, "model", 4)[0]
@@ -175,6 +176,7 @@ def test_lazy_cover_equals_brute_force_greedy_random_family(affine, monkeypatch)
     if not affine:
         _built_only(monkeypatch, fam)
     th = fam.sample(800, seed=5)
+    assert stack_family(fam, th[:2]).reduced == affine
     D = _lazy_vs_brute(fam, th, [0.01, 0.03, 0.08], [0.0, 0.15 * 800], n_pivots=2)
     assert (D <= 0.03).sum() > 5 * 800  # non-trivial neighbourhoods
 
@@ -305,3 +307,19 @@ def test_lazy_cover_same_result_for_any_batching_and_thread_count():
                 assert out[2:4] == ref[2:4]
     finally:
         numba.set_num_threads(n0)
+
+
+@pytest.mark.slow
+def test_paper_rule_model_distance_same_cover_from_parameters_and_built_tasks(monkeypatch):
+    """The paper's rule at full scale (N up to 57,440, seed 0): the reduced coordinates of
+    the affine gridworld family give the cover of the built tasks, round by round."""
+    fam = GridworldFamily()
+    kw = dict(eps=0.00375, delta=0.05, distance="model", seed=0, progress=False)
+    fast = build_cover(fam, **kw)
+    slow = build_cover(_built_only(monkeypatch, GridworldFamily()), **kw)
+    assert fast.converged and len(fast.rounds) == 5
+    assert [(r.n_tasks, r.n_chosen, r.n_uncovered, r.test_value) for r in fast.rounds] == \
+        [(r.n_tasks, r.n_chosen, r.n_uncovered, r.test_value) for r in slow.rounds]
+    np.testing.assert_array_equal(fast.chosen_indices, slow.chosen_indices)
+    np.testing.assert_array_equal(fast.chosen_params, slow.chosen_params)
+    np.testing.assert_array_equal(fast.covered, slow.covered)
