@@ -55,6 +55,7 @@ __all__ = [
     "stack_tasks",
     "stack_affine",
     "stack_family",
+    "affine_distance_slopes",
     "distance",
     "pairwise_distance",
     "neighbours_within",
