@@ -8,6 +8,8 @@ import pytest
 from safemeta_fast.covering import _cover_round, build_cover, greedy_cover
 from safemeta_fast.envs.families import GridworldFamily
 
+from ._twins import cover_builds_tasks, peak_memory
+
 
 def _twin(close, max_unc):
     n = close.shape[0]
@@ -64,6 +66,17 @@ def test_bench_model_round(benchmark):
                                 n_pairs=14360 * 14359 // 2)
 
 
+@pytest.mark.benchmark(group="cover-round-model-14360")
+def test_bench_model_round_built_tasks(benchmark):
+    """Twin of the round above: every task built and stacked (no reduced coordinates)."""
+    fam = GridworldFamily()
+    th = fam.sample(14360, seed=0)
+    args = (fam, th, 0.00375, 3 * 0.05 * 14360, "model", 4)
+    with cover_builds_tasks():
+        out = benchmark.pedantic(_cover_round, args=args, rounds=1, iterations=1)
+    assert out[0].tolist() == _cover_round(*args)[0].tolist()
+
+
 @pytest.fixture(scope="module")
 def grid2000():
     fam = GridworldFamily()
@@ -101,20 +114,25 @@ def test_bench_paper_rule_model(benchmark):
 
     eps = 0.00375 is noise closeness 0.005 (d = 0.75 |dnoise| on the gridworld).
     """
-    import resource
-
     fam = GridworldFamily()
     _cover_round(fam, fam.sample(50, seed=1), 0.00375, 0.0, "model", 4)  # warm
-    res = benchmark.pedantic(build_cover, args=(fam,),
-                             kwargs=dict(eps=0.00375, delta=0.05, distance="model", seed=0,
-                                         progress=False), rounds=1, iterations=1)
+    kw = dict(eps=0.00375, delta=0.05, distance="model", seed=0, progress=False)
+    res = benchmark.pedantic(build_cover, args=(fam,), kwargs=kw, rounds=3, iterations=1)
     assert res.converged
     benchmark.extra_info.update(
         n_cover=res.n_cover,
         rounds=[(r.n_tasks, r.n_chosen, round(r.test_value, 5), r.n_exact_distances,
                  round(r.seconds, 2)) for r in res.rounds],
         n_exact_total=sum(r.n_exact_distances for r in res.rounds),
-        maxrss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        **peak_memory(_COVER_SETUP, f"build_cover(GridworldFamily(), **{kw!r})"))
+
+
+_COVER_SETUP = """
+from safemeta_fast.covering import _cover_round, build_cover
+from safemeta_fast.envs.families import GridworldFamily
+fam = GridworldFamily()
+_cover_round(fam, fam.sample(50, seed=1), 0.00375, 0.0, "model", 4)
+"""
 
 
 @pytest.mark.benchmark(group="cover-round-model-2d-14360")

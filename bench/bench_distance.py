@@ -75,3 +75,52 @@ def test_bench_pairwise_twin_50_rows(benchmark, stack):
     r, c, nu, P = stack.dense()
     benchmark.pedantic(_twin_rows, args=(r, c, nu, P, 50), rounds=3, iterations=1)
     benchmark.extra_info.update(full_matrix_estimate_s=benchmark.stats.stats.min * N / 50)
+
+
+@pytest.fixture(scope="module")
+def affine_inputs():
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(57440, 2)), rng.normal(size=(40, 2))
+
+
+@pytest.mark.benchmark(group="affine-coordinates-57440")
+def test_bench_affine_coordinates(benchmark, affine_inputs):
+    from safemeta_fast.kernels.distance import affine_coordinates
+
+    x, V = affine_inputs
+    out = np.empty((x.shape[0], V.shape[0]))
+    affine_coordinates(x, V, out)
+    benchmark.pedantic(affine_coordinates, args=(x, V, out), rounds=20, iterations=1)
+    np.testing.assert_allclose(out, np.einsum("tk,ek->te", x, V), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.benchmark(group="affine-coordinates-57440")
+def test_bench_affine_coordinates_twin(benchmark, affine_inputs):
+    x, V = affine_inputs
+    benchmark.pedantic(np.einsum, args=("tk,ek->te", x, V), rounds=20, iterations=1)
+
+
+@pytest.mark.benchmark(group="stack-gridworld-14360")
+def test_bench_stack_family_reduced(benchmark):
+    """Stacking 14,360 gridworld tasks for the distance kernels: reduced coordinates."""
+    from safemeta_fast.distance import stack_family
+    from safemeta_fast.envs import GridworldFamily
+
+    fam = GridworldFamily()
+    th = fam.sample(14360, seed=0)
+    stack_family(fam, th[:2])
+    st = benchmark.pedantic(stack_family, args=(fam, th), rounds=5, iterations=1)
+    benchmark.extra_info["mib"] = st.nbytes / 2**20
+
+
+@pytest.mark.benchmark(group="stack-gridworld-14360")
+def test_bench_stack_family_built(benchmark):
+    """Twin: build every task and stack its arrays."""
+    from safemeta_fast.distance import stack_family
+    from safemeta_fast.envs import GridworldFamily
+
+    fam = GridworldFamily()
+    th = fam.sample(14360, seed=0)
+    st = benchmark.pedantic(stack_family, args=(fam, th), kwargs=dict(affine=False), rounds=1,
+                            iterations=1)
+    benchmark.extra_info["mib"] = st.nbytes / 2**20

@@ -151,6 +151,23 @@ def distances_to(t, targets, r, c, nu, group, lptr, goff, gnxt, base, prob, boun
         out[k] = pair_distance_sparse(t, targets[k], r, c, nu, group, lptr, goff, gnxt, base, prob, bound)
 
 
+@njit(parallel=True, cache=True)
+def affine_coordinates(x, V, out):
+    """out[t, e] = sum_k x[t, k] V[e, k] (k in increasing order), parallel over tasks t.
+
+    For an affine family, ``x`` (N, d) holds theta_t - theta0 and the rows of ``V`` (E, d)
+    are the slopes of the model entries that enter the distance, so the difference of two
+    tasks' coordinates is that entry's difference between the tasks.
+    """
+    d = V.shape[1]
+    for t in prange(x.shape[0]):
+        for e in range(V.shape[0]):
+            s = 0.0
+            for k in range(d):
+                s += x[t, k] * V[e, k]
+            out[t, e] = s
+
+
 # ---------------------------------------------------------------------------
 # dense path: stacked dense arrays, P (N, SA, S)
 # ---------------------------------------------------------------------------

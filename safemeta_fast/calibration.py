@@ -210,9 +210,8 @@ def family_value_vectors(ps, family, thetas, *, progress: bool = False,
     from .evaluation import evaluate_affine
 
     th = family.check_params(thetas)
-    model = family.affine_model()
-    lo, hi = family.distribution.low, family.distribution.high
-    if model is None or not np.all((th >= lo) & (th <= hi)):
+    model = family.affine_model_on(th)
+    if model is None:
         return value_vectors(ps, family.build_many(th), progress=progress, desc=desc)
     _check_compatible(ps, model.base, 0)
     x = evaluate_affine(model, th, _components(ps))

@@ -22,9 +22,14 @@ top. An exact count is carried to later picks without new distances while every 
 made since is provably farther than 2 eps (pivot lower bound). The picks equal the
 greedy on the full closeness matrix (ties -> smallest index). Nothing is assumed about
 the family beyond the metric. On the paper's gridworld the windows are the exact
-neighbourhoods, so a round needs about one exact count per pick and building the tasks
-dominates the time of the paper's rule; on families of higher intrinsic dimension the
-first pick of a round computes most tasks' counts (windows are looser there).
+neighbourhoods, so a round needs about one exact count per pick; on families of higher
+intrinsic dimension the first pick of a round computes most tasks' counts (windows are
+looser there).
+
+The tasks of an affine family (:meth:`~safemeta_fast.tasks.TaskFamily.affine_model_on`)
+are never built: their exact model distances come from reduced coordinates of their
+parameters (:func:`~safemeta_fast.distance.stack_affine`); other families build and
+stack each task (:func:`~safemeta_fast.distance.stack_tasks`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from .distance import (
     _check_eps,
     all_pivot_windows,
     select_pivots,
-    stack_tasks,
+    stack_family,
 )
 from .kernels.cover import greedy_csr, greedy_dense, greedy_lazy
 from .seeding import resolve_seed
@@ -237,12 +242,12 @@ def _cover_round(family: TaskFamily, params: np.ndarray, eps: float, max_unc: fl
         theta = np.ascontiguousarray(params, dtype=np.float64)
         # every scaled parameter is a 1-Lipschitz key of the closeness: one window each
         order, pos, lo, hi = all_pivot_windows(theta * scale[None, :], eps)
-        st = stack_tasks([family.build(params[0])])  # only to satisfy the kernel signature
+        st = stack_family(family, params[:1])  # only to satisfy the kernel signature
         n_exact0 = 0
         use_params = True
         Dp = dummy2
     else:
-        st = stack_tasks(family.build_many(params))
+        st = stack_family(family, params)
         _, Dp, n_exact0 = select_pivots(st, n_pivots)
         order, pos, lo, hi = all_pivot_windows(Dp, eps)
         theta = dummy2
@@ -267,7 +272,8 @@ def build_cover(family: TaskFamily, *, eps: float, delta: float, distance: str =
         Closeness radius (model distance, or parameter distance).
     delta : float in (0, 1)
     distance : {"model", "parameter"}
-        "model": SPEC section 3 on the built CMDPs (exact, with pivot pruning);
+        "model": the exact distance of SPEC section 3 (with pivot pruning), from the
+        parameters for an affine family, else on the built CMDPs;
         "parameter": the family's parameter closeness (e.g. |noise_i - noise_j| for the
         gridworld; the model distance there is 0.75 times that).
     n_rule : {"paper", "authors"}

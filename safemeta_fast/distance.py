@@ -12,6 +12,21 @@ costs and nu0 do not depend on the noise, and the largest row change is at an in
 cell (4 in-grid neighbours), where the intended cell moves by ``0.75 * dnoise`` and each
 of the 3 others by ``dnoise / 4``. Noise closeness 0.005 (the authors' check) is model
 distance 0.00375.
+
+For an affine family (:meth:`~safemeta_fast.tasks.TaskFamily.affine_model`) every entry
+of a task is ``x(theta0) + (theta - theta0) . v`` with a slope vector v, so the distance of
+two tasks depends on their parameters only: with dtheta = theta_i - theta_j,
+
+    d = max( max_v |dtheta . v| over the r and c slopes,
+             0.5 sum_v |dtheta . v| over the nu0 slopes,
+             max over (s, a) rows of 0.5 sum_v |dtheta . v| over the row's P slopes ).
+
+:func:`stack_affine` stacks such tasks in reduced coordinates without building them:
+one coordinate ``(theta - theta0) . v`` per slope, after dropping zero slopes, merging
+slopes that differ only in sign among the r and c entries, and keeping one copy of P
+rows that hold the same slopes (up to sign and order). The distance kernels then run
+unchanged and give the model distance up to rounding (~1e-15; a test compares them with
+the built tasks on random pairs).
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ import numpy as np
 
 from .cmdp import CMDP
 from .kernels.distance import (
+    affine_coordinates,
     compact_pairs,
     distances_to,
     pair_distance_sparse,
@@ -38,6 +54,9 @@ __all__ = [
     "TaskStack",
     "Neighbours",
     "stack_tasks",
+    "stack_affine",
+    "stack_family",
+    "affine_distance_slopes",
     "distance",
     "pairwise_distance",
     "neighbours_within",
@@ -71,6 +90,10 @@ class TaskStack:
         Start of each task's probabilities in ``prob``.
     prob : ndarray of float64
         Transition probabilities of every task.
+    reduced : bool
+        True for a stack of an affine family in reduced coordinates (:func:`stack_affine`):
+        the distances are the tasks', but the columns of r, c, nu and the rows are not
+        the tasks' own (the shapes above do not hold, and :meth:`dense` is unavailable).
     """
 
     n_tasks: int
@@ -86,6 +109,7 @@ class TaskStack:
     gnxt: np.ndarray
     base: np.ndarray
     prob: np.ndarray
+    reduced: bool = False
 
     @property
     def kernel_args(self) -> tuple:
@@ -100,6 +124,10 @@ class TaskStack:
 
     def dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Stacked dense arrays (r (N, SA), c (N, SA*K), nu0 (N, S), P (N, SA, S))."""
+        if self.reduced:
+            raise ValueError("this TaskStack holds the reduced coordinates of an affine family "
+                             "(stack_affine), not the tasks' arrays; stack the built tasks "
+                             "with stack_tasks for the dense form")
         N, S, A = self.n_tasks, self.n_states, self.n_actions
         P = np.zeros((N, S * A, S))
         counts = np.diff(self.lptr, axis=1)
@@ -181,6 +209,141 @@ def stack_tasks(tasks: Iterable[CMDP] | TaskStack) -> TaskStack:
         gnxt=readonly(np.concatenate(gnxt_l)), base=readonly(base),
         prob=readonly(np.concatenate(prob_l)),
     )
+
+
+def _sign_normalised(v: np.ndarray) -> np.ndarray:
+    """Slope vectors (..., d) with their first nonzero component made positive (|x . v| is
+    unchanged) and -0.0 turned into 0.0."""
+    first = np.take_along_axis(v, np.argmax(v != 0, axis=-1)[..., None], axis=-1)
+    return np.where(first < 0, -v, v) + 0.0
+
+
+def _nonzero_unique(v: np.ndarray) -> np.ndarray:
+    """The distinct nonzero slope vectors among v (n, d), up to sign, shape (m, d)."""
+    u = np.unique(_sign_normalised(v), axis=0)
+    return np.ascontiguousarray(u[np.any(u != 0, axis=1)])
+
+
+def affine_distance_slopes(model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The slopes that determine the distance of an affine family, reduced.
+
+    Parameters
+    ----------
+    model : safemeta_fast.tasks.AffineModel
+
+    Returns
+    -------
+    point : ndarray, shape (n_point, d)
+        Distinct nonzero r and c slopes (up to sign): the max |dtheta . v| terms.
+    nu : ndarray, shape (n_nu, d)
+        Nonzero nu0 slopes (all kept: they are summed).
+    row_ptr : ndarray of int64, shape (R + 1,)
+    rows : ndarray, shape (row_ptr[-1], d)
+        P rows holding at least one nonzero slope, one copy of each distinct row (its
+        nonzero slopes up to sign and order); row q is ``rows[row_ptr[q]:row_ptr[q+1]]``.
+    """
+    d = model.dim
+    point = _nonzero_unique(np.concatenate([model.dr.reshape(d, -1).T, model.dc.reshape(d, -1).T]))
+    nu = model.dnu0.T
+    nu = np.ascontiguousarray(nu[np.any(nu != 0, axis=1)])
+    ptr = np.asarray(model.base.succ_ptr, dtype=np.int64)
+    counts = np.diff(ptr)
+    n_rows, width = counts.size, max(int(counts.max(initial=0)), 1)
+    rows_of = np.repeat(np.arange(n_rows), counts)
+    W = np.zeros((n_rows, width, d))
+    W[rows_of, np.arange(rows_of.size) - ptr[rows_of]] = model.dprob.T
+    # one id per distinct slope vector; a row is the multiset of its ids (zero padding
+    # and zero slopes add nothing to a row's sum)
+    vecs, ids = np.unique(_sign_normalised(W).reshape(-1, d), axis=0, return_inverse=True)
+    uniq = np.unique(np.sort(ids.reshape(n_rows, width), axis=1), axis=0)
+    slopes = vecs[uniq]  # (R', width, d)
+    keep = np.any(slopes != 0, axis=2)
+    row_ptr = np.zeros(int(keep.any(axis=1).sum()) + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1)[keep.any(axis=1)], out=row_ptr[1:])
+    return point, nu, row_ptr, np.ascontiguousarray(slopes[keep])
+
+
+def stack_affine(model, params) -> TaskStack:
+    """Stack tasks of an affine family in reduced coordinates, without building them.
+
+    Parameters
+    ----------
+    model : safemeta_fast.tasks.AffineModel
+        From :meth:`~safemeta_fast.tasks.TaskFamily.affine_model_on` (valid for ``params``).
+    params : array_like, shape (N, d)
+        Task parameters (N >= 1).
+
+    Returns
+    -------
+    TaskStack
+        ``reduced=True``; every distance kernel gives the model distance of the tasks
+        (module notes). Memory N * (number of reduced slopes) * 8 bytes.
+
+    Examples
+    --------
+    >>> from safemeta_fast.envs import GridworldFamily
+    >>> fam = GridworldFamily()
+    >>> st = stack_affine(fam.affine_model(), [[0.2], [0.3]])
+    >>> round(float(pairwise_distance(st)[0, 1]), 12)
+    0.075
+    """
+    from .tasks import AffineModel
+
+    if not isinstance(model, AffineModel):
+        raise TypeError(f"model must be an AffineModel; got {type(model).__name__}")
+    th = np.asarray(params, dtype=np.float64)
+    if th.ndim != 2 or th.shape[1] != model.dim or th.shape[0] == 0:
+        raise ValueError(f"params must have shape (N, {model.dim}) with N >= 1; got {th.shape}")
+    if not np.all(np.isfinite(th)):
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(th))[0])
+        raise ValueError(f"params[{i}, {j}] is {th[i, j]}; it must be finite")
+    point, nu, row_ptr, rows = affine_distance_slopes(model)
+    x = np.ascontiguousarray(th - model.theta0)
+    N = x.shape[0]
+
+    def coords(V):
+        out = np.empty((N, V.shape[0]))
+        affine_coordinates(x, np.ascontiguousarray(V), out)
+        return _readonly(out)
+
+    E = rows.shape[0]
+    M = model.base
+    return TaskStack(
+        n_tasks=N, n_states=M.n_states, n_actions=M.n_actions, n_constraints=M.n_constraints,
+        r=coords(point), c=_readonly(np.zeros((N, 0))), nu0=coords(nu),
+        group=_readonly(np.zeros(N, dtype=np.int64)), lptr=_readonly(row_ptr[None, :].copy()),
+        goff=_readonly(np.zeros(1, dtype=np.int64)),
+        gnxt=_readonly(np.arange(E, dtype=np.int64) - np.repeat(row_ptr[:-1], np.diff(row_ptr))),
+        base=_readonly(np.arange(N, dtype=np.int64) * E),
+        prob=_readonly(coords(rows).reshape(-1)), reduced=True)
+
+
+def stack_family(family, params, *, affine: bool = True) -> TaskStack:
+    """Stack the tasks of a family at ``params`` (N, d) for the distance kernels.
+
+    An affine family whose parameters lie in its distribution's box
+    (:meth:`~safemeta_fast.tasks.TaskFamily.affine_model_on`) is stacked in reduced
+    coordinates (:func:`stack_affine`, no CMDP built); otherwise, or with
+    ``affine=False``, each task is built and stacked (:func:`stack_tasks`). Both give the
+    same distances up to rounding.
+
+    Examples
+    --------
+    >>> from safemeta_fast.envs import GridworldFamily
+    >>> stack_family(GridworldFamily(), [[0.2], [0.3]]).reduced
+    True
+    """
+    from .tasks import TaskFamily
+
+    if not isinstance(family, TaskFamily):
+        raise TypeError(f"family must be a TaskFamily; got {type(family).__name__}")
+    th = family.check_params(params)
+    if th.shape[0] == 0:
+        raise ValueError("params is empty; give at least one parameter vector")
+    model = family.affine_model_on(th) if affine else None
+    if model is None:
+        return stack_tasks(family.build_many(th))
+    return stack_affine(model, th)
 
 
 def _check_eps(eps) -> float:

@@ -266,6 +266,16 @@ class TaskFamily(ABC):
         self.__dict__["_affine_model"] = model
         return model
 
+    def affine_model_on(self, thetas):
+        """:meth:`affine_model` when every row of ``thetas`` (n, d) lies in the distribution's
+        box (the region where the model was checked), else None."""
+        model = self.affine_model()
+        if model is None:
+            return None
+        th = np.asarray(thetas, dtype=np.float64)
+        lo, hi = self.distribution.low, self.distribution.high
+        return model if bool(np.all((th >= lo) & (th <= hi))) else None
+
     @property
     def has_parameter_distance(self) -> bool:
         return self.parameter_scale is not None

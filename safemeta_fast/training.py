@@ -66,9 +66,8 @@ def _sampled_slack(family: TaskFamily, params: np.ndarray, pi_s, progress: bool,
     """
     from .evaluation import evaluate_affine
 
-    model = family.affine_model()
-    lo, hi = family.distribution.low, family.distribution.high
-    if model is not None and np.all((params >= lo) & (params <= hi)):
+    model = family.affine_model_on(params)
+    if model is not None:
         vals = evaluate_affine(model, params, np.asarray(pi_s)[None])[:, 0, 1:]
         return (np.asarray(model.base.cost_limit)[None, :] - vals).min(axis=1)
     slack = np.empty(params.shape[0])

@@ -17,7 +17,12 @@ from safemeta_fast.covering import (
     initial_n,
     stopping_value,
 )
-from safemeta_fast.distance import all_pivot_windows, neighbours_within, pairwise_distance
+from safemeta_fast.distance import (
+    all_pivot_windows,
+    neighbours_within,
+    pairwise_distance,
+    stack_family,
+)
 from safemeta_fast.envs.families import GridworldCostFamily, GridworldFamily, RandomCMDPFamily
 from safemeta_fast.tasks import Empirical, Uniform
 
@@ -124,8 +129,16 @@ def test_pair_box_counts_match_twin():
                 np.testing.assert_array_equal(out, (near[p] & near[q]).sum(axis=1))
 
 
+def _built_only(monkeypatch, fam):
+    """Make the cover build every task of ``fam`` (no affine reduced coordinates)."""
+    monkeypatch.setattr(fam, "affine_model_on", lambda thetas: None)
+    return fam
+
+
 def _lazy_vs_brute(fam, th, eps_list, mu_list, n_pivots=4):
-    D = pairwise_distance([fam.build(t) for t in th])
+    # the brute force uses the distances the cover uses (reduced coordinates for an affine
+    # family, else the built tasks): with ties at eps the two differ by rounding only
+    D = pairwise_distance(stack_family(fam, th))
     for eps in eps_list:
         close = D <= eps
         for mu in mu_list:
@@ -144,20 +157,26 @@ def N_pairs(th):
     return len(th) * (len(th) - 1) // 2
 
 
-def test_lazy_cover_equals_brute_force_greedy_gridworld_1500():
+@pytest.mark.parametrize("affine", [True, False], ids=["reduced", "built"])
+def test_lazy_cover_equals_brute_force_greedy_gridworld_1500(affine, monkeypatch):
     # rounded noises: many exact distance ties at eps and many count ties (smallest index wins)
-    fam = GridworldFamily()
+    fam = GridworldFamily() if affine else _built_only(monkeypatch, GridworldFamily())
     th = np.round(fam.sample(1500, seed=11), 3)
+    assert stack_family(fam, th[:2]).reduced == affine
     D = _lazy_vs_brute(fam, th, [0.75 * 0.002, 0.75 * 0.005, 0.75 * 0.02], [0.0, 0.15 * 1500])
     # the twin (SPEC step 3 verbatim) on one setting
     chosen = _cover_round(fam, th, 0.75 * 0.005, 225.0, "model", 4)[0]
     assert chosen.tolist() == greedy_twin(D <= 0.75 * 0.005, 225.0)[0]
 
 
-def test_lazy_cover_equals_brute_force_greedy_random_family():
+@pytest.mark.parametrize("affine", [True, False], ids=["reduced", "built"])
+def test_lazy_cover_equals_brute_force_greedy_random_family(affine, monkeypatch):
     # a 2-parameter family whose pivot windows are loose: many exact counts, batched
     fam = RandomCMDPFamily(6, 3, radius=0.3, base_seed=4)
+    if not affine:
+        _built_only(monkeypatch, fam)
     th = fam.sample(800, seed=5)
+    assert stack_family(fam, th[:2]).reduced == affine
     D = _lazy_vs_brute(fam, th, [0.01, 0.03, 0.08], [0.0, 0.15 * 800], n_pivots=2)
     assert (D <= 0.03).sum() > 5 * 800  # non-trivial neighbourhoods
 
@@ -288,3 +307,19 @@ def test_lazy_cover_same_result_for_any_batching_and_thread_count():
                 assert out[2:4] == ref[2:4]
     finally:
         numba.set_num_threads(n0)
+
+
+@pytest.mark.slow
+def test_paper_rule_model_distance_same_cover_from_parameters_and_built_tasks(monkeypatch):
+    """The paper's rule at full scale (N up to 57,440, seed 0): the reduced coordinates of
+    the affine gridworld family give the cover of the built tasks, round by round."""
+    fam = GridworldFamily()
+    kw = dict(eps=0.00375, delta=0.05, distance="model", seed=0, progress=False)
+    fast = build_cover(fam, **kw)
+    slow = build_cover(_built_only(monkeypatch, GridworldFamily()), **kw)
+    assert fast.converged and len(fast.rounds) == 5
+    assert [(r.n_tasks, r.n_chosen, r.n_uncovered, r.test_value) for r in fast.rounds] == \
+        [(r.n_tasks, r.n_chosen, r.n_uncovered, r.test_value) for r in slow.rounds]
+    np.testing.assert_array_equal(fast.chosen_indices, slow.chosen_indices)
+    np.testing.assert_array_equal(fast.chosen_params, slow.chosen_params)
+    np.testing.assert_array_equal(fast.covered, slow.covered)

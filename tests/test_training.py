@@ -124,3 +124,37 @@ def test_validation(kw, exc, pattern):
         _small(**kw)
     with pytest.raises(TypeError, match="family must be a TaskFamily"):
         train("gridworld", eps=0.1, delta=0.1)
+
+
+def test_model_distance_recipe_builds_no_sampled_task_and_matches_the_built_path(monkeypatch):
+    """train(distance="model") on the paper's gridworld: the cover's distances come from the
+    parameters (the affine family's reduced coordinates) and the policy set is bit for bit
+    the one of the cover on the built tasks, round by round."""
+    import functools
+
+    from safemeta_fast import covering
+    from safemeta_fast.distance import stack_family
+
+    n_built = []
+    build = GridworldFamily.build
+    monkeypatch.setattr(GridworldFamily, "build",
+                        lambda self, theta: n_built.append(1) or build(self, theta))
+    kw = dict(eps=0.0075, delta=0.15, distance="model", safe_policy=gridworld(0.4), seed=0,
+              progress=False, calibration=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = train(GridworldFamily(), **kw)
+        n_fast = len(n_built)
+        monkeypatch.setattr(covering, "stack_family", functools.partial(stack_family, affine=False))
+        slow = train(GridworldFamily(), **kw)
+    n_sampled = sum(r["n_tasks"] for r in fast.rounds)
+    assert n_sampled > 4000 and len(fast.rounds) >= 3
+    # the affine fit (12 tasks) and the cover tasks only; the built path builds every sample
+    print("BUILT", n_fast, fast.n_policies)
+    assert n_fast <= 12 + fast.n_policies + 1
+    assert len(n_built) - n_fast >= n_sampled
+    for name in ("policies", "u", "v", "u_s", "v_s", "safe_policy", "cover_params"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    assert fast.xi_hat == slow.xi_hat
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in fast.rounds]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in slow.rounds]

@@ -241,3 +241,24 @@ def modified_policy_iteration_dense(P, r, gamma, n_sweeps, tol, max_iter=100_000
         for _ in range(n_sweeps):
             v = rs + gamma * Ps @ v
     raise RuntimeError("modified policy iteration twin did not converge")
+
+
+def affine_coordinates_twin(x: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """out[t, e] = sum_k x[t, k] V[e, k] (kernels.distance.affine_coordinates)."""
+    return np.einsum("tk,ek->te", x, V)
+
+
+def affine_distance_twin(model, theta_i, theta_j) -> float:
+    """SPEC section 3 distance of two tasks of an affine family, from the unreduced slopes:
+    every entry differs by (theta_i - theta_j) . slope."""
+    x = np.asarray(theta_i, dtype=np.float64) - np.asarray(theta_j, dtype=np.float64)
+    M = model.base
+    dP = np.zeros((M.n_states * M.n_actions, M.n_states))
+    rows = np.repeat(np.arange(M.n_states * M.n_actions), np.diff(M.succ_ptr))
+    dP[rows, M.succ_next] = x @ model.dprob
+    return max(
+        np.abs(np.tensordot(x, model.dr, 1)).max(),
+        np.abs(np.tensordot(x, model.dc, 1)).max(),
+        0.5 * np.abs(x @ model.dnu0).sum(),
+        (0.5 * np.abs(dP).sum(axis=1)).max(),
+    )
