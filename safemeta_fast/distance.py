@@ -304,18 +304,18 @@ def stack_affine(model, params) -> TaskStack:
     def coords(V):
         out = np.empty((N, V.shape[0]))
         affine_coordinates(x, np.ascontiguousarray(V), out)
-        return _readonly(out)
+        return readonly(out)
 
     E = rows.shape[0]
     M = model.base
     return TaskStack(
         n_tasks=N, n_states=M.n_states, n_actions=M.n_actions, n_constraints=M.n_constraints,
-        r=coords(point), c=_readonly(np.zeros((N, 0))), nu0=coords(nu),
-        group=_readonly(np.zeros(N, dtype=np.int64)), lptr=_readonly(row_ptr[None, :].copy()),
-        goff=_readonly(np.zeros(1, dtype=np.int64)),
-        gnxt=_readonly(np.arange(E, dtype=np.int64) - np.repeat(row_ptr[:-1], np.diff(row_ptr))),
-        base=_readonly(np.arange(N, dtype=np.int64) * E),
-        prob=_readonly(coords(rows).reshape(-1)), reduced=True)
+        r=coords(point), c=readonly(np.zeros((N, 0))), nu0=coords(nu),
+        group=readonly(np.zeros(N, dtype=np.int64)), lptr=readonly(row_ptr[None, :].copy()),
+        goff=readonly(np.zeros(1, dtype=np.int64)),
+        gnxt=readonly(np.arange(E, dtype=np.int64) - np.repeat(row_ptr[:-1], np.diff(row_ptr))),
+        base=readonly(np.arange(N, dtype=np.int64) * E),
+        prob=readonly(coords(rows).reshape(-1)), reduced=True)
 
 
 def stack_family(family, params, *, affine: bool = True) -> TaskStack:
