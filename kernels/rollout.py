@@ -408,7 +408,7 @@ def rollout_parallel(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, r
     return STATUS_OK
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _add_step(e, g, rc, i, K, out_r, out_c):
     """Add ``g`` times the reward and costs of pair i (row i of ``rc``) to episode e."""
     out_r[e] += g * rc[i * (K + 1)]
