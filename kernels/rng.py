@@ -33,9 +33,7 @@ generators" (SplitMix64).
 from __future__ import annotations
 
 import numpy as np
-from numba import config, njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import config, njit
 
 __all__ = [
     "MASK64",
@@ -137,33 +135,3 @@ def fill_uniforms(seed, index, out):
     for i in range(out.size):
         x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
         out[i] = u64_to_unit(x)
-
-
-if config.DISABLE_JIT:  # interpreted: nothing to prefetch
-
-    def prefetch(arr, i):
-        """Hint that ``arr[i]`` will be read soon (a no-op when interpreted)."""
-        return None
-
-else:
-
-    @intrinsic
-    def prefetch(typingctx, arr, i):
-        """Hint that ``arr[i]`` will be read soon: one ``llvm.prefetch`` (read, keep in all
-        cache levels). It changes no value; it lets a kernel start the cache miss of a
-        load it will do later while it works on something else."""
-        sig = types.void(arr, i)
-
-        def codegen(context, builder, signature, args):
-            aryty = signature.args[0]
-            ary = context.make_array(aryty)(context, builder, args[0])
-            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
-                                           wraparound=False)
-            i8p = cgutils.ir.IntType(8).as_pointer()
-            i32 = cgutils.ir.IntType(32)
-            fnty = cgutils.ir.FunctionType(cgutils.ir.VoidType(), [i8p, i32, i32, i32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-            return context.get_dummy_value()
-
-        return sig, codegen

@@ -143,8 +143,9 @@ def rollout(M, policy_or_mixture, n_episodes, horizon, *, seed, closed_form=True
         with all their state in registers (fastest while the per-policy tables fit in
         the caches); ``"prefetch"`` steps 16 episodes in turn, each prefetching the table
         record of its next step, which hides the cache miss a step costs once the tables
-        are megabytes (10^4 states and more: about 1.5x at 10^4 states, 3x at 10^5 on the
-        gridworld, see ``bench/bench_rollout.py``). ``"auto"`` takes ``"prefetch"`` when
+        are megabytes (on the gridworld with the uniform policy, one thread: about 2x at
+        10^4 states, 3.5x at 10^5, and 0.6-0.9x below 2,500; see
+        ``bench/bench_rollout.py``). ``"auto"`` takes ``"prefetch"`` when
         the tables exceed 2 MiB (32 bytes per outcome (a, s') of each state with
         ``pi(a|s) > 0``), else ``"pairs"``.
 
