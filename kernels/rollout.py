@@ -442,7 +442,11 @@ def rollout_parallel(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, r
 
 @njit(cache=True, inline="always")
 def _add_step(e, g, rc, i, K, out_r, out_c):
-    """Add ``g`` times the reward and costs of pair i (row i of ``rc``) to episode e."""
+    """Add ``g`` times the reward and costs of pair i (row i of ``rc``) to episode e.
+
+    Inlined by numba (``inline="always"``): left to LLVM it stayed an out-of-line call
+    on every step and halved the speed of the lane loop.
+    """
     out_r[e] += g * rc[i * (K + 1)]
     if K == 1:
         out_c[e, 0] += g * rc[2 * i + 1]
