@@ -95,7 +95,9 @@ else:
             i8p = cgutils.ir.IntType(8).as_pointer()
             i32 = cgutils.ir.IntType(32)
             fnty = cgutils.ir.FunctionType(cgutils.ir.VoidType(), [i8p, i32, i32, i32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            # llvmlite mangles the name for the pointer type ("llvm.prefetch.p0i8"), which
+            # the typed-pointer LLVM of older numba needs and newer LLVMs auto-upgrade
+            fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
             builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
             return context.get_dummy_value()
 
