@@ -31,14 +31,27 @@ the episode adds exactly ``r_abs * g * tail[H - t]`` with
 
 Randomness: episode e uses stream e of the user seed (see ``rng.py``); it draws the
 mixture component first, then the initial state, then one number per step.
+
+Two schedules run the same episodes, with bit-identical results:
+
+* pairs (:func:`rollout_serial`, :func:`rollout_parallel`): two episodes in lockstep
+  per thread, all state in registers; fastest while the tables sit in the caches.
+* prefetch (:func:`rollout_prefetch_serial`, :func:`rollout_prefetch_parallel`):
+  ``lanes`` episodes per thread stepped in turn, each drawing its next number ahead
+  and prefetching the record of its next step and the reward/cost row ``rc`` of the
+  outcome it just took (``rc`` interleaves r and c per pair, so that row is one cache
+  line). With tables of megabytes (10^4 states and up) a step would otherwise wait
+  on one or two cache misses; the other lanes' steps now hide them.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import config, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from .rng import stream_state, to_i64, xoshiro256pp_next
+from .rng import stream_state, to_i64, to_u64, xoshiro256pp_next
 
 __all__ = [
     "build_alias",
@@ -48,6 +61,8 @@ __all__ = [
     "start_draws",
     "rollout_serial",
     "rollout_parallel",
+    "rollout_prefetch_serial",
+    "rollout_prefetch_parallel",
     "STATUS_OK",
 ]
 
@@ -55,6 +70,38 @@ STATUS_OK = 0
 #: 2**32 as a float: thresholds and bucket fractions are 32-bit fixed point.
 _TWO32 = 4294967296.0
 _LO32 = 0xFFFFFFFF
+
+
+if config.DISABLE_JIT:  # interpreted: nothing to prefetch
+
+    def prefetch(arr, i):
+        """Hint that ``arr[i]`` will be read soon (a no-op when interpreted)."""
+        return None
+
+else:
+
+    @intrinsic
+    def prefetch(typingctx, arr, i):
+        """Hint that ``arr[i]`` will be read soon: one ``llvm.prefetch`` (read, keep in all
+        cache levels). It changes no value; it lets a kernel start the cache miss of a
+        load it will do later while it works on something else."""
+        sig = types.void(arr, i)
+
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                           wraparound=False)
+            i8p = cgutils.ir.IntType(8).as_pointer()
+            i32 = cgutils.ir.IntType(32)
+            fnty = cgutils.ir.FunctionType(cgutils.ir.VoidType(), [i8p, i32, i32, i32])
+            # llvmlite mangles the name for the pointer type ("llvm.prefetch.p0i8"), which
+            # the typed-pointer LLVM of older numba needs and newer LLVMs auto-upgrade
+            fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
 
 
 @njit(cache=True)
@@ -231,19 +278,35 @@ def _start(e, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, S, out_c
 
 
 @njit(cache=True)
-def _step(s0, s1, s2, s3, info, rec):
-    """One step from the table ``info``: returns (stream, next table, pair index s*A+a)."""
-    x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
-    hi = to_i64(x >> 32)
+def _bucket(x, info):
+    """The bucket of table ``info`` that word x selects: ``base + ((x >> 32) * n >> 32)``."""
+    return (info >> 32) + ((to_i64(x >> 32) * ((info >> 1) & 0x7FFFFFFF)) >> 32)
+
+
+@njit(cache=True)
+def _outcome(x, b, rec):
+    """Bucket b's outcome for word x: returns (next table, pair index s*A+a).
+
+    Both outcomes are loaded with the threshold and one is selected arithmetically
+    (``m = -1`` when ``lo < thr``, the bucket's own outcome, else 0): a branch here
+    would mispredict half the time and, waiting on the load, squash the work of the
+    other episodes in flight.
+    """
     lo = to_i64(x & _LO32)
-    b = (info >> 32) + ((hi * ((info >> 1) & 0x7FFFFFFF)) >> 32)
-    # load both outcomes with the threshold and select (no data-dependent branch)
     thr_b = rec[4 * b]
     own_b = rec[4 * b + 1]
     ali_b = rec[4 * b + 2]
     pairs = rec[4 * b + 3]
-    nxt = ali_b if lo >= thr_b else own_b
-    i = (pairs & _LO32) if lo >= thr_b else (pairs >> 32)
+    m = (lo - thr_b) >> 63
+    i_ali = pairs & _LO32
+    return ali_b ^ ((own_b ^ ali_b) & m), i_ali ^ (((pairs >> 32) ^ i_ali) & m)
+
+
+@njit(cache=True)
+def _step(s0, s1, s2, s3, info, rec):
+    """One step from the table ``info``: returns (stream, next table, pair index s*A+a)."""
+    x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
+    nxt, i = _outcome(x, _bucket(x, info), rec)
     return s0, s1, s2, s3, nxt, i
 
 
@@ -376,4 +439,185 @@ def rollout_parallel(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, r
         _episodes(2 * p, e1, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
                   bucket_state, r_flat, c_flat, r_abs, c_abs, S, K, gamma, horizon, tail,
                   closed_form, out_r, out_c, out_comp)
+    return STATUS_OK
+
+
+@njit(cache=True, inline="always")
+def _add_step(e, g, rc, i, K, out_r, out_c):
+    """Add ``g`` times the reward and costs of pair i (row i of ``rc``) to episode e.
+
+    Inlined by numba (``inline="always"``): left to LLVM it stayed an out-of-line call
+    on every step and halved the speed of the lane loop.
+    """
+    out_r[e] += g * rc[i * (K + 1)]
+    if K == 1:
+        out_c[e, 0] += g * rc[2 * i + 1]
+    else:
+        for kk in range(K):
+            out_c[e, kk] += g * rc[i * (K + 1) + 1 + kk]
+
+
+@njit(cache=True)
+def _add_absorbed(e, s, h, r_abs, c_abs, K, out_r, out_c):
+    """Add ``h`` times the reward and costs of absorbing state s to episode e (closed form)."""
+    out_r[e] += r_abs[s] * h
+    for kk in range(K):
+        out_c[e, kk] += c_abs[s * K + kk] * h
+
+
+@njit(cache=True)
+def _lane_fill(w, nxt, e_hi, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+               r_abs, c_abs, S, K, horizon, tail, closed_form, lane_rng, lane_int, lane_g,
+               out_r, out_c, out_comp):
+    """Start episodes nxt, nxt+1, ... in lane w until one needs a step; returns the new nxt.
+
+    Episodes that need no step (H = 0, or starting absorbed with the closed form) are
+    finished here; lane w is left idle (``lane_int[w, 0] = -1``) when the block runs out.
+    The lane draws its first step's number at once and prefetches that step's record.
+    """
+    lane_int[w, 0] = -1
+    while nxt < e_hi:
+        e = nxt
+        nxt += 1
+        s0, s1, s2, s3, s, info = _start(e, seed, comp_thr, comp_alias, nu_thr, nu_alias,
+                                         state_info, S, out_comp)
+        out_r[e] = 0.0
+        for kk in range(K):
+            out_c[e, kk] = 0.0
+        if horizon == 0:
+            continue
+        if closed_form and (info & 1) == 1:
+            _add_absorbed(e, s, tail[horizon], r_abs, c_abs, K, out_r, out_c)
+            continue
+        x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
+        prefetch(rec, 4 * _bucket(x, info))
+        lane_rng[w, 0] = s0
+        lane_rng[w, 1] = s1
+        lane_rng[w, 2] = s2
+        lane_rng[w, 3] = s3
+        lane_rng[w, 4] = x
+        lane_int[w, 0] = e
+        lane_int[w, 1] = info
+        lane_int[w, 2] = 0
+        lane_int[w, 3] = -1
+        lane_g[w] = 1.0
+        break
+    return nxt
+
+
+@njit(cache=True)
+def _lanes(e_lo, e_hi, W, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+           bucket_state, rc, r_abs, c_abs, S, K, gamma, horizon, tail, closed_form,
+           out_r, out_c, out_comp):
+    """Run episodes ``[e_lo, e_hi)`` in W lanes, one step of each lane in turn.
+
+    Used once the tables outgrow the caches, where a step waits on a cache miss. Every
+    lane keeps its stream's next number drawn ahead, so as soon as a step has chosen
+    its outcome the lane knows the record of its next step and prefetches it, together
+    with the reward/cost row of the outcome just taken; that row is added one turn
+    later, and the record is read one turn later: W - 1 other steps hide each miss.
+
+    Each episode still does exactly the arithmetic of :func:`_episodes` on its own
+    stream (the same draws, and its rewards and costs added in the same order into
+    its own output slots), so results are bit-identical to the pair schedule and do
+    not depend on W, the block, or the thread count. The number drawn ahead after an
+    episode's last step is never used.
+
+    Lane state: ``lane_rng[w]`` the stream (4 words) and the drawn-ahead word;
+    ``lane_int[w]`` = (episode or -1, table of the current state, steps done, pair of
+    the previous step whose reward is pending or -1); ``lane_g[w]`` the discount of
+    the pending step (of the current step when none is pending).
+    """
+    lane_rng = np.empty((W, 5), dtype=np.uint64)
+    lane_int = np.empty((W, 4), dtype=np.int64)
+    lane_g = np.empty(W, dtype=np.float64)
+    nxt = e_lo
+    live = 0
+    for w in range(W):
+        nxt = _lane_fill(w, nxt, e_hi, seed, comp_thr, comp_alias, nu_thr, nu_alias,
+                         state_info, rec, r_abs, c_abs, S, K, horizon, tail, closed_form,
+                         lane_rng, lane_int, lane_g, out_r, out_c, out_comp)
+        if lane_int[w, 0] >= 0:
+            live += 1
+    while live > 0:
+        for w in range(W):
+            e = lane_int[w, 0]
+            if e < 0:
+                continue
+            x = to_u64(lane_rng[w, 4])
+            b = _bucket(x, lane_int[w, 1])
+            g = lane_g[w]
+            ip = lane_int[w, 3]
+            if ip >= 0:  # the previous step's reward and costs, prefetched last turn
+                _add_step(e, g, rc, ip, K, out_r, out_c)
+                g *= gamma
+            info, i = _outcome(x, b, rec)
+            t = lane_int[w, 2] + 1
+            absorbed = closed_form and (info & 1) == 1
+            if t == horizon or absorbed:
+                _add_step(e, g, rc, i, K, out_r, out_c)
+                if absorbed:
+                    # absorbed at time t, discount gamma**t
+                    g *= gamma
+                    _add_absorbed(e, bucket_state[info >> 32], g * tail[horizon - t],
+                                  r_abs, c_abs, K, out_r, out_c)
+                nxt = _lane_fill(w, nxt, e_hi, seed, comp_thr, comp_alias, nu_thr, nu_alias,
+                                 state_info, rec, r_abs, c_abs, S, K, horizon, tail,
+                                 closed_form, lane_rng, lane_int, lane_g, out_r, out_c, out_comp)
+                if lane_int[w, 0] < 0:
+                    live -= 1
+            else:
+                x, s0, s1, s2, s3 = xoshiro256pp_next(
+                    to_u64(lane_rng[w, 0]), to_u64(lane_rng[w, 1]), to_u64(lane_rng[w, 2]),
+                    to_u64(lane_rng[w, 3]))
+                prefetch(rec, 4 * _bucket(x, info))
+                prefetch(rc, i * (K + 1))
+                lane_rng[w, 0] = s0
+                lane_rng[w, 1] = s1
+                lane_rng[w, 2] = s2
+                lane_rng[w, 3] = s3
+                lane_rng[w, 4] = x
+                lane_int[w, 1] = info
+                lane_int[w, 2] = t
+                lane_int[w, 3] = i
+                lane_g[w] = g
+
+
+@njit(cache=True)
+def rollout_prefetch_serial(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+                            bucket_state, rc, r_abs, c_abs, gamma, horizon, tail, closed_form,
+                            lanes, block, out_r, out_c, out_comp):
+    """As :func:`rollout_serial`, in blocks of ``block`` episodes run in ``lanes`` lanes.
+
+    The schedule for tables beyond the caches (see :func:`_lanes`); the results are
+    bit-identical to :func:`rollout_serial`. ``rc`` (S*A*(K+1),) holds each pair's
+    reward followed by its K costs (one row, so one cache line serves a step).
+    ``lanes`` >= 1 and ``block`` >= 1.
+    """
+    S = nu_thr.size
+    K = out_c.shape[1]
+    n = out_r.size
+    for j in range((n + block - 1) // block):
+        _lanes(j * block, min(n, (j + 1) * block), lanes, seed, comp_thr, comp_alias, nu_thr,
+               nu_alias, state_info, rec, bucket_state, rc, r_abs, c_abs, S, K, gamma, horizon,
+               tail, closed_form, out_r, out_c, out_comp)
+    return STATUS_OK
+
+
+@njit(cache=True, parallel=True)
+def rollout_prefetch_parallel(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+                              bucket_state, rc, r_abs, c_abs, gamma, horizon, tail, closed_form,
+                              lanes, block, out_r, out_c, out_comp):
+    """As :func:`rollout_prefetch_serial`, blocks spread over threads (``prange``).
+
+    Blocks write disjoint episodes, each from its own stream, so the results are
+    bit-identical for every thread count.
+    """
+    S = nu_thr.size
+    K = out_c.shape[1]
+    n = out_r.size
+    for j in prange((n + block - 1) // block):
+        _lanes(j * block, min(n, (j + 1) * block), lanes, seed, comp_thr, comp_alias, nu_thr,
+               nu_alias, state_info, rec, bucket_state, rc, r_abs, c_abs, S, K, gamma, horizon,
+               tail, closed_form, out_r, out_c, out_comp)
     return STATUS_OK

@@ -6,38 +6,15 @@ import numpy as np
 import pytest
 from safemeta_fast.kernels.rng import fill_uniforms, mix64, splitmix64_next, xoshiro256pp_next
 
+from tests.twins import splitmix_ref, stream_words
+
 MASK = (1 << 64) - 1
-
-
-def _ref_splitmix(state: int):
-    state = (state + 0x9E3779B97F4A7C15) & MASK
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31), state
 
 
 def _ref_uniforms(seed: int, index: int, n: int) -> list[float]:
     """Independent pure-Python statement of the stream layout documented in rng.py."""
-    base, _ = _ref_splitmix((seed - 0x9E3779B97F4A7C15) & MASK)  # mix64(seed)
-    st = (base + 4 * index * 0x9E3779B97F4A7C15) & MASK
-    s = []
-    for _ in range(4):
-        w, st = _ref_splitmix(st)
-        s.append(w)
-    out = []
-    for _ in range(n):
-        z = (s[0] + s[3]) & MASK
-        res = ((((z << 23) & MASK) | (z >> 41)) + s[0]) & MASK
-        t = (s[1] << 17) & MASK
-        s[2] ^= s[0]
-        s[3] ^= s[1]
-        s[1] ^= s[2]
-        s[0] ^= s[3]
-        s[2] ^= t
-        s[3] = ((s[3] << 45) & MASK) | (s[3] >> 19)
-        out.append((res >> 11) * 2.0**-53)
-    return out
+    words = stream_words(seed, index)
+    return [(next(words) >> 11) * 2.0**-53 for _ in range(n)]
 
 
 def test_splitmix64_matches_published_sequence():
@@ -68,7 +45,7 @@ def test_xoshiro256pp_matches_reference_vector():
 
 def test_mix64_is_the_splitmix_finaliser():
     for z in (0, 1, 2**63, MASK, 0x0123456789ABCDEF):
-        ref, _ = _ref_splitmix((z - 0x9E3779B97F4A7C15) & MASK)
+        ref, _ = splitmix_ref((z - 0x9E3779B97F4A7C15) & MASK)
         assert int(mix64(np.uint64(z))) == ref
 
 

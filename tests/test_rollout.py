@@ -7,6 +7,7 @@ with Z = 5 (a correct sampler fails such a check with probability below 1e-6).
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -21,7 +22,12 @@ from safemeta_fast import CMDP
 from safemeta_fast.policy import Mixture
 from safemeta_fast.rollout import RolloutResult, rollout
 from tests.strategies import cmdp_and_policy, random_cmdp, random_policy
-from tests.twins import evaluate_dense, rollout_per_step, value_iteration_dense
+from tests.twins import (
+    evaluate_dense,
+    rollout_per_step,
+    rollout_records_twin,
+    value_iteration_dense,
+)
 
 Z = 5.0
 
@@ -318,8 +324,11 @@ _NOJIT_SCRIPT = textwrap.dedent(
     a = rollout(M, mix, 40, 30, seed=2**62 + 17)
     b = rollout(G, pi, 30, 60, seed=5, closed_form=True)
     c = rollout(G, pi, 30, 60, seed=5, closed_form=False, parallel=False)
+    d = rollout(M, mix, 40, 30, seed=2**62 + 17, schedule="prefetch")
+    f = rollout(G, pi, 30, 60, seed=5, closed_form=False, parallel=False, schedule="prefetch")
     np.savez(sys.argv[1], ar=a.reward, ac=a.cost, ak=a.component, br=b.reward, bc=b.cost,
-             cr=c.reward, cc=c.cost)
+             cr=c.reward, cc=c.cost, dr=d.reward, dc=d.cost, dk=d.component, fr=f.reward,
+             fc=f.cost)
     """
 )
 
@@ -341,9 +350,147 @@ def test_bit_identical_with_numba_disabled(tmp_path, grid03):
     pi = np.full((49, 4), 0.25)
     b = rollout(grid03, pi, 30, 60, seed=5, closed_form=True)
     c = rollout(grid03, pi, 30, 60, seed=5, closed_form=False, parallel=False)
+    # the prefetch schedule (prefetch is a no-op when interpreted) gives the same episodes
     for key, arr in [("ar", a.reward), ("ac", a.cost), ("ak", a.component), ("br", b.reward),
-                     ("bc", b.cost), ("cr", c.reward), ("cc", c.cost)]:
+                     ("bc", b.cost), ("cr", c.reward), ("cc", c.cost), ("dr", a.reward),
+                     ("dc", a.cost), ("dk", a.component), ("fr", c.reward), ("fc", c.cost)]:
         np.testing.assert_array_equal(got[key], arr, err_msg=key)
+
+
+# ---------------------------------------------------------------------------
+# schedules: the pair and prefetch kernels against the sequential records twin
+# ---------------------------------------------------------------------------
+
+_ROLLOUT_MODULE = importlib.import_module("safemeta_fast.rollout")
+
+
+def _capture(monkeypatch, name):
+    """Wrap the kernel ``name`` that rollout() calls; returns the list of argument tuples."""
+    calls = []
+    kernel = getattr(_ROLLOUT_MODULE, name)
+
+    def spy(*args):
+        calls.append(args)
+        return kernel(*args)
+
+    monkeypatch.setattr(_ROLLOUT_MODULE, name, spy)
+    return calls
+
+
+def _twin_of(M, args, n, schedule):
+    """The records twin on the tables rollout() built (from the captured kernel arguments)."""
+    if schedule == "pairs":
+        (seed, ct, ca, nt, na, si, rec, bs, _, _, r_abs, c_abs, gamma, H, tail, cf) = args[:16]
+    else:
+        (seed, ct, ca, nt, na, si, rec, bs, _, r_abs, c_abs, gamma, H, tail, cf) = args[:15]
+    S, A, K = M.n_states, M.n_actions, M.n_constraints
+    return rollout_records_twin(seed, ct, ca, nt, na, si, rec, bs, np.asarray(M.r).reshape(-1),
+                                np.asarray(M.c).reshape(S * A, K), r_abs, c_abs, gamma, H, tail,
+                                cf, n)
+
+
+def _schedule_cases(grid03, grid_policies):
+    M, mix = _mixture_case()
+    pi_opt, pi_unif = grid_policies
+    return {
+        # optimal policy with the closed form: episodes end at many different times,
+        # 700 episodes span three blocks, so lanes are refilled and blocks split
+        # name: (model, policy, n, H, closed form, whether the returns must vary)
+        "grid optimal, closed form": (grid03, pi_opt, 700, 200, True, True),
+        "grid uniform, closed form": (grid03, pi_unif, 300, 60, True, True),
+        "grid uniform, per step": (grid03, pi_unif, 300, 60, False, True),
+        "mixture K=2": (M, mix, 301, 30, True, True),
+        "absorbing start K=3": (_absorbing_start_task(K=3), np.full((3, 2), 0.5), 40, 7, True,
+                                False),
+        "H=1": (grid03, pi_unif, 400, 1, True, True),
+        "H=0": (grid03, pi_unif, 5, 0, True, False),
+        "one episode": (grid03, pi_opt, 1, 50, False, False),
+    }
+
+
+@pytest.mark.parametrize("schedule, kernel", [("pairs", "rollout_serial"),
+                                              ("prefetch", "rollout_prefetch_serial")])
+def test_schedules_equal_the_records_twin_bit_for_bit(monkeypatch, grid03, grid_policies,
+                                                      schedule, kernel):
+    for what, (M, pol, n, H, cf, varied) in _schedule_cases(grid03, grid_policies).items():
+        calls = _capture(monkeypatch, kernel)
+        res = rollout(M, pol, n, H, seed=2**62 + 5, closed_form=cf, parallel=False,
+                      schedule=schedule)
+        assert len(calls) == 1, what
+        tw_r, tw_c, tw_k = _twin_of(M, calls[0], n, schedule)
+        np.testing.assert_array_equal(res.reward, tw_r, err_msg=what)
+        np.testing.assert_array_equal(res.cost, tw_c, err_msg=what)
+        if res.component is not None:
+            np.testing.assert_array_equal(res.component, tw_k, err_msg=what)
+        if varied:  # the case is not degenerate
+            assert np.unique(res.reward).size > 1, what
+
+
+def test_prefetch_kernel_is_the_same_for_any_lanes_and_block(monkeypatch, grid03, grid_policies):
+    from safemeta_fast.kernels.rollout import rollout_prefetch_parallel, rollout_prefetch_serial
+
+    M, mix = _mixture_case()
+    for model, pol, cf in [(grid03, grid_policies[0], True), (M, mix, False)]:
+        calls = _capture(monkeypatch, "rollout_prefetch_serial")
+        ref = rollout(model, pol, 301, 80, seed=9, closed_form=cf, parallel=False,
+                      schedule="prefetch")
+        head = calls[0][:15]
+        K = model.n_constraints
+        for lanes, block in [(1, 301), (2, 1), (3, 7), (16, 256), (64, 50), (500, 1000)]:
+            for kernel in (rollout_prefetch_serial, rollout_prefetch_parallel):
+                out_r, out_c, out_k = np.zeros(301), np.zeros((301, K)), np.zeros(301, np.int64)
+                kernel(*head, lanes, block, out_r, out_c, out_k)
+                np.testing.assert_array_equal(out_r, ref.reward, err_msg=f"{lanes}, {block}")
+                np.testing.assert_array_equal(out_c, ref.cost, err_msg=f"{lanes}, {block}")
+
+
+def test_schedules_agree_on_a_large_grid_for_any_thread_count():
+    from safemeta_fast.envs import gridworld
+
+    M = gridworld(0.2, size=100)
+    pi = np.full((M.n_states, 4), 0.25)
+    original = numba.get_num_threads()
+    try:
+        for cf in (True, False):
+            ref = rollout(M, pi, 1_001, 150, seed=4, closed_form=cf, schedule="pairs",
+                          parallel=False)
+            for threads in (1, numba.config.NUMBA_NUM_THREADS):
+                numba.set_num_threads(threads)
+                for schedule in ("auto", "prefetch", "pairs"):
+                    res = rollout(M, pi, 1_001, 150, seed=4, closed_form=cf, schedule=schedule)
+                    np.testing.assert_array_equal(res.reward, ref.reward)
+                    np.testing.assert_array_equal(res.cost, ref.cost)
+    finally:
+        numba.set_num_threads(original)
+
+
+def test_auto_schedule_prefetches_only_for_tables_beyond_the_cache(monkeypatch, grid03):
+    from safemeta_fast.envs import gridworld
+
+    big = gridworld(0.3, size=100)  # about 1.6e5 outcomes * 32 bytes = 5 MB of records
+    for M, expect in [(grid03, "rollout_parallel"), (big, "rollout_prefetch_parallel")]:
+        calls = {k: _capture(monkeypatch, k) for k in ("rollout_parallel",
+                                                       "rollout_prefetch_parallel")}
+        rollout(M, np.full((M.n_states, 4), 0.25), 10, 10, seed=0)
+        assert {k: len(v) for k, v in calls.items()} == {
+            k: int(k == expect) for k in calls}, M.n_states
+
+
+@pytest.mark.parametrize("bad", ["fast", "Pairs", None, 1, ("pairs",)])
+def test_rejects_unknown_schedule(grid03, grid_policies, bad):
+    with pytest.raises(ValueError, match=r"schedule is .*; expected 'auto', 'pairs' or 'prefetch'"):
+        rollout(grid03, grid_policies[1], 10, 10, seed=0, schedule=bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cmdp_and_policy())
+def test_prefetch_equals_pairs_on_random_cmdps(case):
+    M, pi = case
+    for cf in (True, False):
+        a = rollout(M, pi, 70, 25, seed=3, closed_form=cf, schedule="pairs")
+        b = rollout(M, pi, 70, 25, seed=3, closed_form=cf, schedule="prefetch")
+        np.testing.assert_array_equal(a.reward, b.reward)
+        np.testing.assert_array_equal(a.cost, b.cost)
 
 
 # ---------------------------------------------------------------------------

@@ -262,3 +262,98 @@ def affine_distance_twin(model, theta_i, theta_j) -> float:
         0.5 * np.abs(x @ model.dnu0).sum(),
         (0.5 * np.abs(dP).sum(axis=1)).max(),
     )
+
+
+# --- rollout schedules: the sequential reading of the packed tables (issue 13) ---------
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def splitmix_ref(state: int):
+    """One SplitMix64 step on Python ints: returns (output, new state)."""
+    state = (state + _GOLDEN) & _MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31), state
+
+
+def stream_words(seed: int, index: int):
+    """The 64-bit words of stream ``index`` of ``seed`` (the layout documented in rng.py),
+    as an endless generator of Python ints: xoshiro256++ seeded by SplitMix64."""
+    base, _ = splitmix_ref((seed - _GOLDEN) & _MASK64)  # mix64(seed)
+    st = (base + 4 * index * _GOLDEN) & _MASK64
+    s = []
+    for _ in range(4):
+        w, st = splitmix_ref(st)
+        s.append(w)
+    while True:
+        z = (s[0] + s[3]) & _MASK64
+        res = ((((z << 23) & _MASK64) | (z >> 41)) + s[0]) & _MASK64
+        t = (s[1] << 17) & _MASK64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = ((s[3] << 45) & _MASK64) | (s[3] >> 19)
+        yield res
+
+
+def rollout_records_twin(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+                         bucket_state, r, c, r_abs, c_abs, gamma, horizon, tail, closed_form,
+                         n_episodes):
+    """Episodes one after the other, step by step, read from the packed rollout tables.
+
+    The plain statement of kernels/rollout.py's module docstring: episode e takes words
+    from stream e; word 1 draws the component, word 2 the start state (alias draws:
+    bucket ``(x >> 32) * len >> 32``, its own index if ``x & (2**32-1) < thr`` else its
+    alias), then one word per step picks bucket ``base + ((x >> 32) * n >> 32)`` of the
+    current table and its own or alias outcome the same way; the step adds
+    ``g * r[pair]``, ``g * c[pair]``, ``g *= gamma``. With the closed form an episode
+    that reaches an absorbing table (bit 0 of the packed table) at time t adds
+    ``r_abs * gamma**t * tail[H - t]`` and stops. Every schedule of the kernels must
+    reproduce these numbers bit for bit. ``r`` (S*A,), ``c`` (S*A, K) float64.
+
+    Returns (reward (n,), cost (n, K), component (n,)).
+    """
+    lo32 = (1 << 32) - 1
+    K = c.shape[1]
+    S = nu_thr.size
+
+    def draw(x, thr, alias):
+        i = ((x >> 32) * thr.size) >> 32
+        return int(alias[i]) if (x & lo32) >= thr[i] else i
+
+    R = np.zeros(n_episodes)
+    C = np.zeros((n_episodes, K))
+    comp = np.zeros(n_episodes, dtype=np.int64)
+    for e in range(n_episodes):
+        words = stream_words(int(seed), e)
+        q = draw(next(words), comp_thr, comp_alias)
+        s = draw(next(words), nu_thr, nu_alias)
+        comp[e] = q
+        info = int(state_info[q * S + s])
+        if horizon > 0 and closed_form and info & 1:
+            R[e] += r_abs[s] * tail[horizon]
+            C[e] += c_abs[s * K:(s + 1) * K] * tail[horizon]
+            continue
+        g = 1.0
+        for t in range(horizon):
+            x = next(words)
+            b = (info >> 32) + (((x >> 32) * ((info >> 1) & 0x7FFFFFFF)) >> 32)
+            own = (x & lo32) < rec[4 * b]
+            info = int(rec[4 * b + 1] if own else rec[4 * b + 2])
+            pair = int(rec[4 * b + 3]) >> 32 if own else int(rec[4 * b + 3]) & lo32
+            R[e] += g * r[pair]
+            for k in range(K):
+                C[e, k] += g * c[pair, k]
+            g *= gamma
+            if closed_form and info & 1:
+                s = int(bucket_state[info >> 32])
+                R[e] += r_abs[s] * (g * tail[horizon - t - 1])
+                for k in range(K):
+                    C[e, k] += c_abs[s * K + k] * (g * tail[horizon - t - 1])
+                break
+    return R, C, comp
