@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from .rng import stream_state, xoshiro256pp_next
-from .rollout import _draw, _episodes, alias_thresholds, build_alias
+from .rollout import alias_draw, alias_thresholds, build_alias, run_episodes
 
 __all__ = [
     "I_EP", "I_CAND", "I_STAGE", "I_K0", "I_N", "I_NPOOL", "I_NELIM", "N_ISTATE",
@@ -281,7 +281,7 @@ def draw_component(seed, episode, alpha):
     mixture_table(alpha, thr_i, alias)
     s0, s1, s2, s3 = stream_state(seed, episode)
     x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
-    return _draw(x, thr_i, alias)
+    return alias_draw(x, thr_i, alias)
 
 
 @njit(cache=True)
@@ -345,7 +345,7 @@ def run_fused(seed, n_episodes, decision, state, tables, exact_r, exact_c, stop_
             mixture_table(alpha, thr_i, alias)
             last_alpha = alpha
         si = state_info[2 * lt * S:(2 * lt + 2) * S]
-        _episodes(k_ep, -1, seed, thr_i, alias, nu_thr, nu_alias, si, rec, bucket_state,
+        run_episodes(k_ep, -1, seed, thr_i, alias, nu_thr, nu_alias, si, rec, bucket_state,
                   r_flat, c_flat, r_abs, c_abs, S, K, gamma, horizon, tail, closed_form,
                   out_r, out_c, out_comp)
         out_cand[k_ep] = l

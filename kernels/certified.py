@@ -55,7 +55,7 @@ import numpy as np
 from numba import njit, prange
 
 from .adaptation import audit_mixture, mixture_table
-from .rollout import _episodes, start_draws
+from .rollout import run_episodes, start_draws
 
 __all__ = [
     "C_EP", "C_NALIVE", "C_NEXT", "C_A", "C_B", "C_REFUTED", "C_NCHECK", "C_CERT", "C_NREJ",
@@ -388,7 +388,7 @@ def run_certified(seed, n_episodes, state, model, tables, exact_r, exact_c, stop
         if w != last_w:
             mixture_table(w, thr_i, alias)
             last_w = w
-        _episodes(k_ep, -1, seed, thr_i, alias, nu_thr, nu_alias, si, rec, bucket_state,
+        run_episodes(k_ep, -1, seed, thr_i, alias, nu_thr, nu_alias, si, rec, bucket_state,
                   r_flat, c_flat, r_abs, c_abs, S, K, gamma, horizon, tail, closed_form,
                   out_r, out_c, out_comp)
         j = a if out_comp[k_ep] == 0 else c

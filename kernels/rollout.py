@@ -248,7 +248,7 @@ def build_tables(policies, succ_ptr, succ_next, succ_prob, r, c, absorbing):
 
 
 @njit(cache=True)
-def _draw(x, thr, alias):
+def alias_draw(x, thr, alias):
     """Alias draw over a whole table (len(thr) buckets, 32-bit thresholds) from one word."""
     hi = to_i64(x >> 32)
     lo = to_i64(x & _LO32)
@@ -263,9 +263,9 @@ def start_draws(e, seed, comp_thr, comp_alias, nu_thr, nu_alias):
     """The first two draws of episode e's stream: returns (stream, component q, s_0)."""
     s0, s1, s2, s3 = stream_state(seed, e)
     x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
-    q = _draw(x, comp_thr, comp_alias)
+    q = alias_draw(x, comp_thr, comp_alias)
     x, s0, s1, s2, s3 = xoshiro256pp_next(s0, s1, s2, s3)
-    s = _draw(x, nu_thr, nu_alias)
+    s = alias_draw(x, nu_thr, nu_alias)
     return s0, s1, s2, s3, q, s
 
 
@@ -323,7 +323,7 @@ def _finish(e, s, h, r_abs, c_abs, K, R, C0, out_c):
 
 
 @njit(cache=True)
-def _episodes(e0, e1, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+def run_episodes(e0, e1, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
               bucket_state, r_flat, c_flat, r_abs, c_abs, S, K, gamma, horizon, tail,
               closed_form, out_r, out_c, out_comp):
     """Run episode e0, and episode e1 in lockstep with it when e1 >= 0.
@@ -416,7 +416,7 @@ def rollout_serial(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec
     n = out_r.size
     for p in range((n + 1) // 2):
         e1 = 2 * p + 1 if 2 * p + 1 < n else -1
-        _episodes(2 * p, e1, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+        run_episodes(2 * p, e1, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
                   bucket_state, r_flat, c_flat, r_abs, c_abs, S, K, gamma, horizon, tail,
                   closed_form, out_r, out_c, out_comp)
     return STATUS_OK
@@ -436,7 +436,7 @@ def rollout_parallel(seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, r
     n = out_r.size
     for p in prange((n + 1) // 2):
         e1 = 2 * p + 1 if 2 * p + 1 < n else -1
-        _episodes(2 * p, e1, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
+        run_episodes(2 * p, e1, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_info, rec,
                   bucket_state, r_flat, c_flat, r_abs, c_abs, S, K, gamma, horizon, tail,
                   closed_form, out_r, out_c, out_comp)
     return STATUS_OK
@@ -517,7 +517,7 @@ def _lanes(e_lo, e_hi, W, seed, comp_thr, comp_alias, nu_thr, nu_alias, state_in
     with the reward/cost row of the outcome just taken; that row is added one turn
     later, and the record is read one turn later: W - 1 other steps hide each miss.
 
-    Each episode still does exactly the arithmetic of :func:`_episodes` on its own
+    Each episode still does exactly the arithmetic of :func:`run_episodes` on its own
     stream (the same draws, and its rewards and costs added in the same order into
     its own output slots), so results are bit-identical to the pair schedule and do
     not depend on W, the block, or the thread count. The number drawn ahead after an

@@ -72,7 +72,7 @@ from .kernels import certified as _kc
 from .kernels.rollout import build_tables, table_size
 from .policyset import PolicySet
 from .profiles import CERTIFIED, PAPER, PCE, PROFILES, REFERENCE, Profile, params_array
-from .rollout import _MAX_ENTRIES, _alias_table, _tail
+from .rollout import MAX_TABLE_ENTRIES, alias_table, discount_tail
 from .seeding import resolve_seed
 from .testlog import AdaptStep, TestLog, build_log, exact_components, mixture_values
 from .theory import lipschitz_constant, normalisation_of
@@ -516,7 +516,7 @@ class SafeAdapter:
             pols[0::2] = ps.policies
             pols[1::2] = ps.safe_policy
         succ_ptr = np.ascontiguousarray(M.succ_ptr, dtype=np.int64)
-        if table_size(pols, succ_ptr) > _MAX_ENTRIES:
+        if table_size(pols, succ_ptr) > MAX_TABLE_ENTRIES:
             raise ValueError("the rollout tables of this policy set are too large")
         r = np.ascontiguousarray(M.r, dtype=np.float64)
         c = np.ascontiguousarray(M.c, dtype=np.float64)
@@ -524,10 +524,10 @@ class SafeAdapter:
         state_info, rec, bucket_state = build_tables(
             pols, succ_ptr, np.ascontiguousarray(M.succ_next, dtype=np.int64),
             np.ascontiguousarray(M.succ_prob, dtype=np.float64), r, c, absorbing)
-        nu_thr, nu_alias = _alias_table(np.asarray(M.nu0))
+        nu_thr, nu_alias = alias_table(np.asarray(M.nu0))
         return (nu_thr, nu_alias, state_info, rec, bucket_state, r.reshape(-1), c.reshape(-1),
                 np.ascontiguousarray(r[:, 0]), np.ascontiguousarray(c[:, 0, :]).reshape(-1),
-                float(M.gamma), self.horizon, _tail(M.gamma, self.horizon))
+                float(M.gamma), self.horizon, discount_tail(M.gamma, self.horizon))
 
     def _check_model(self, M, exact):
         if not isinstance(M, CMDP):

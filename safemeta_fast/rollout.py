@@ -31,7 +31,7 @@ __all__ = ["rollout", "RolloutResult"]
 
 # Packed table fields (kernels/rollout.py): bucket offsets, table sizes and pair
 # indices s*A + a must fit in 31 bits.
-_MAX_ENTRIES = (1 << 31) - 1
+MAX_TABLE_ENTRIES = (1 << 31) - 1
 
 #: Rollout schedules (kernels/rollout.py); "auto" picks "prefetch" once the bucket
 #: records (32 bytes each) exceed _PREFETCH_MIN_BYTES, about a core's L2 cache.
@@ -75,7 +75,7 @@ class RolloutResult:
         return int(self.reward.shape[0])
 
 
-def _alias_table(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def alias_table(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = w.size
     thr = np.empty(n)
     alias = np.empty(n, dtype=np.int64)
@@ -87,7 +87,7 @@ def _alias_table(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return thr_i, alias
 
 
-def _tail(gamma: float, horizon: int) -> np.ndarray:
+def discount_tail(gamma: float, horizon: int) -> np.ndarray:
     """tail[m] = sum_{j<m} gamma^j for m = 0..H (the closed-form rest of an absorbed episode)."""
     tail = np.zeros(horizon + 1)
     np.cumsum(gamma ** np.arange(horizon, dtype=np.float64), out=tail[1:])
@@ -201,9 +201,9 @@ def rollout(M, policy_or_mixture, n_episodes, horizon, *, seed, closed_form=True
 
     succ_ptr = np.ascontiguousarray(M.succ_ptr, dtype=np.int64)
     T = table_size(policies, succ_ptr)
-    if S * A > _MAX_ENTRIES or T > _MAX_ENTRIES:
+    if S * A > MAX_TABLE_ENTRIES or T > MAX_TABLE_ENTRIES:
         raise ValueError(
-            f"the rollout tables of this policy would need more than {_MAX_ENTRIES} entries; "
+            f"the rollout tables of this policy would need more than {MAX_TABLE_ENTRIES} entries; "
             "use fewer mixture components or a sparser model"
         )
     r = np.ascontiguousarray(M.r, dtype=np.float64)
@@ -213,11 +213,11 @@ def rollout(M, policy_or_mixture, n_episodes, horizon, *, seed, closed_form=True
         policies, succ_ptr, np.ascontiguousarray(M.succ_next, dtype=np.int64),
         np.ascontiguousarray(M.succ_prob, dtype=np.float64), r, c, absorbing,
     )
-    comp_thr, comp_alias = _alias_table(weights)
-    nu_thr, nu_alias = _alias_table(np.asarray(M.nu0))
+    comp_thr, comp_alias = alias_table(weights)
+    nu_thr, nu_alias = alias_table(np.asarray(M.nu0))
     r_abs = np.ascontiguousarray(r[:, 0])
     c_abs = np.ascontiguousarray(c[:, 0, :]).reshape(-1)
-    tail = _tail(M.gamma, H)
+    tail = discount_tail(M.gamma, H)
 
     out_r = np.zeros(n)
     out_c = np.zeros((n, K))

@@ -21,7 +21,7 @@ from safemeta_fast.kernels.adaptation import mixture_table
 from safemeta_fast.kernels.rollout import start_draws
 from safemeta_fast.policyset import ArtifactError, PolicySet
 from safemeta_fast.profiles import CERTIFIED
-from safemeta_fast.rollout import _alias_table
+from safemeta_fast.rollout import alias_table
 
 from .twins import certified_pair_twin, certified_reject_twin, conformal_scores_twin
 
@@ -162,7 +162,7 @@ def test_no_certified_mixture_falls_back_to_pi_s():
 # -- the adapter ----------------------------------------------------------------------------
 
 def _s0(seed, k, w, M):
-    thr, al = _alias_table(np.asarray(M.nu0))
+    thr, al = alias_table(np.asarray(M.nu0))
     t_i, a_i = np.empty(2, dtype=np.int64), np.empty(2, dtype=np.int64)
     mixture_table(w, t_i, a_i)
     return int(start_draws(k, seed, t_i, a_i, thr, al)[5])
