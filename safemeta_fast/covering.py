@@ -44,7 +44,6 @@ import numpy as np
 from .distance import (
     PIVOT_TOL,
     Neighbours,
-    _check_eps,
     all_pivot_windows,
     select_pivots,
     stack_family,
@@ -52,7 +51,7 @@ from .distance import (
 from .kernels.cover import greedy_csr, greedy_dense, greedy_lazy
 from .seeding import resolve_seed
 from .tasks import TaskFamily
-from .validation import readonly
+from .validation import check_real, readonly
 
 __all__ = [
     "GreedyCover",
@@ -305,7 +304,7 @@ def build_cover(family: TaskFamily, *, eps: float, delta: float, distance: str =
     """
     if not isinstance(family, TaskFamily):
         raise TypeError(f"family must be a TaskFamily; got {type(family).__name__}")
-    e = _check_eps(eps)
+    e = check_real("eps", eps, lo=0.0)
     d = _check_delta(delta)
     if distance not in ("model", "parameter"):
         raise ValueError(f"distance is {distance!r}; expected 'model' or 'parameter'")

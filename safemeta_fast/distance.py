@@ -31,7 +31,6 @@ the built tasks on random pairs).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,7 +47,7 @@ from .kernels.distance import (
     pairwise_sparse,
     window_pairs,
 )
-from .validation import readonly
+from .validation import check_real, readonly
 
 __all__ = [
     "TaskStack",
@@ -346,15 +345,6 @@ def stack_family(family, params, *, affine: bool = True) -> TaskStack:
     return stack_affine(model, th)
 
 
-def _check_eps(eps) -> float:
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
-        raise TypeError(f"eps must be a real number; got {type(eps).__name__}")
-    e = float(eps)
-    if not math.isfinite(e) or e < 0:
-        raise ValueError(f"eps is {e!r}; it must be a finite number >= 0")
-    return e
-
-
 def distance(M1: CMDP, M2: CMDP) -> float:
     """Distance between two tasks (SPEC section 3).
 
@@ -542,7 +532,7 @@ def neighbours_within(tasks, eps: float, *, n_pivots: int = 4,
     >>> nb.idx[nb.ptr[0]:nb.ptr[1]].tolist()
     [0, 1]
     """
-    e = _check_eps(eps)
+    e = check_real("eps", eps, lo=0.0)
     if isinstance(n_pivots, bool) or not isinstance(n_pivots, (int, np.integer)) or n_pivots < 1:
         raise ValueError(f"n_pivots is {n_pivots!r}; expected an integer >= 1")
     st = stack_tasks(tasks)
