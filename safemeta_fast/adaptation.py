@@ -65,7 +65,6 @@ import numpy as np
 
 from .certified import certified_model, fresh_state, return_range
 from .cmdp import CMDP
-from .validation import readonly
 from .errors import CalibrationRefutedWarning, SafetyAssumptionError, SafetyPreconditionWarning
 from .kernels import adaptation as _k
 from .kernels import certified as _kc
@@ -76,7 +75,7 @@ from .rollout import _MAX_ENTRIES, _alias_table, _tail
 from .seeding import resolve_seed
 from .testlog import AdaptStep, TestLog, build_log, exact_components, mixture_values
 from .theory import lipschitz_constant, normalisation_of
-from .validation import check_bool, check_int, check_real
+from .validation import check_bool, check_int, check_real, readonly
 
 __all__ = [
     "Profile",

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .validation import readonly
 from .evaluation import evaluate_many, state_values
 from .kernels.certified import conformal_scores
 from .seeding import resolve_seed
 from .tasks import TaskFamily
-from .validation import check_bool, check_int, check_real
+from .validation import check_bool, check_int, check_real, readonly
 
 __all__ = ["Calibration", "calibrate", "value_vectors", "family_value_vectors"]
 

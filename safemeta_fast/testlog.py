@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
-from .validation import readonly
 from .policy import Mixture
+from .validation import readonly
 
 if TYPE_CHECKING:  # pragma: no cover
     from .profiles import Profile

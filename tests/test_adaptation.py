@@ -9,6 +9,7 @@ import warnings
 import numba
 import numpy as np
 import pytest
+from safemeta_fast.kernels import adaptation as K
 
 from safemeta_fast.adaptation import (
     PAPER,
@@ -22,7 +23,6 @@ from safemeta_fast.adaptation import (
 from safemeta_fast.envs import gridworld
 from safemeta_fast.errors import SafetyAssumptionError, SafetyPreconditionWarning
 from safemeta_fast.evaluation import evaluate, evaluate_many, evaluate_mixture
-from safemeta_fast.kernels import adaptation as K
 from safemeta_fast.lp import solve_lp
 from safemeta_fast.policy import Mixture
 from safemeta_fast.policyset import PolicySet

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 import zipfile
 
 import numpy as np
 import pytest
+from safemeta_fast.kernels import certified as KC
+from safemeta_fast.kernels.adaptation import mixture_table
+from safemeta_fast.kernels.rollout import start_draws
 
 from safemeta_fast import CalibrationRefutedWarning, SafeAdapter, calibrate
 from safemeta_fast.calibration import conformal_quantile
 from safemeta_fast.certified import certified_model, fresh_state
 from safemeta_fast.envs import PAPER_TEST_NOISES, GridworldFamily, gridworld
 from safemeta_fast.evaluation import evaluate_mixture
-from safemeta_fast.kernels import certified as KC
-from safemeta_fast.kernels.adaptation import mixture_table
-from safemeta_fast.kernels.rollout import start_draws
 from safemeta_fast.policyset import ArtifactError, PolicySet
 from safemeta_fast.profiles import CERTIFIED
 from safemeta_fast.rollout import _alias_table
