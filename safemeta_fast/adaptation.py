@@ -326,10 +326,10 @@ class SafeAdapter:
         if self.certified:
             ist, fst = self._cstate[0], self._cstate[1]
             return (int(ist[_kc.C_A]), int(ist[_kc.C_B])), float(fst[_kc.CF_W])
-        l = int(self._istate[_k.I_CAND])
-        if l < 0:
+        cand = int(self._istate[_k.I_CAND])
+        if cand < 0:
             return (n, n), 1.0
-        return (l, n), float(self._fstate[_k.F_ALPHA])
+        return (cand, n), float(self._fstate[_k.F_ALPHA])
 
     @property
     def alpha(self) -> float:
