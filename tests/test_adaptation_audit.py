@@ -1,5 +1,5 @@
-"""Issue 4 safety audit at scale (about 10 s, so in the default suite): the paper gridworld, the authors' policy-set recipe,
-the 10 paper test tasks x 10 seeds, K = 40,000, both profiles.
+"""Issue 4 safety audit at scale (about 10 s, so in the default suite): the paper gridworld,
+the authors' policy-set recipe, the 10 paper test tasks x 10 seeds, K = 40,000, both profiles.
 
 What is asserted:
 * paper profile (provable constants, strict=False since its preconditions fail here):

@@ -179,8 +179,8 @@ def test_ask_tell_equals_fused(ps, cv):
         kw = {"start_state": _s0(ad.seed, k, st.weight, M)} if cv else {}
         ad.tell(log.reward[k], log.cost[k], **kw)
     l2 = ad.log(M, regret_reference=52.0)
-    for name in ("pair", "weight", "drawn", "alive", "certified_cost", "exact_cost", "regret", "event",
-                 "alpha", "candidate", "component"):
+    for name in ("pair", "weight", "drawn", "alive", "certified_cost", "exact_cost", "regret",
+                 "event", "alpha", "candidate", "component"):
         np.testing.assert_array_equal(getattr(l2, name), getattr(log, name), err_msg=name)
     assert l2.constants["control_variate"] is cv
     assert np.count_nonzero(log.event == KC.EV_REJECTED) > 0
