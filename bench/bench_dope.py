@@ -145,7 +145,8 @@ def test_count(benchmark, setup, impl):
         benchmark.pedantic(_count_twin, args=(M, pi_s, 3, 200), rounds=3)
         return
     S, A = M.n_states, M.n_actions
-    pc, nc, sc = policy_cdf(pi_s), policy_cdf(np.asarray(M.nu0)[None, :])[0], csr_cdf(M.succ_ptr, M.succ_prob)
+    pc, nc, sc = (policy_cdf(pi_s), policy_cdf(np.asarray(M.nu0)[None, :])[0],
+                  csr_cdf(M.succ_ptr, M.succ_prob))
     st = np.empty(601, np.int64)
     ac = np.empty(601, np.int64)
 
@@ -163,5 +164,6 @@ def test_count(benchmark, setup, impl):
 def test_full_run(benchmark, setup):
     M, pi_s, _ = setup
     dope_plus(M, pi_s, n_episodes=110, warmup=100, seed=0)   # warm JIT and caches
-    log = benchmark.pedantic(dope_plus, args=(M, pi_s), kwargs=dict(seed=10), rounds=1, iterations=1)
+    log = benchmark.pedantic(dope_plus, args=(M, pi_s), kwargs=dict(seed=10), rounds=1,
+                             iterations=1)
     assert log.n_episodes == 40_000

@@ -7,9 +7,9 @@ Groups put the public function (warm JIT) next to ``tests.twins.evaluate_dense``
 * ``evaluate 7x7``, ``evaluate 50x50``, ``evaluate 100x100``: paper gridworld at noise 0.3,
   a random stochastic policy; the kernel with each solver ("auto" picks dense on 7x7 and
   iterative above; "span" runs its Jacobi budget and falls back to the LU on these slowly
-  mixing grids, so it shows its worst case here) and the twin (dense ``np.linalg.solve`` of the S x S system, with the
-  dense tensor prebuilt). The twin is skipped at 100x100: the dense tensor alone needs
-  S*A*S*8 bytes = 3.2 GB (recorded in ``extra_info``).
+  mixing grids, so it shows its worst case here) and the twin (dense ``np.linalg.solve``
+  of the S x S system, with the dense tensor prebuilt). The twin is skipped at 100x100:
+  the dense tensor alone needs S*A*S*8 bytes = 3.2 GB (recorded in ``extra_info``).
 * ``evaluate_many 7x7 x64``: 64 policies in parallel vs a loop of the twin.
 
 Targets: 50x50 exact evaluation < 10 ms (twin: ~133 ms on a quiet machine).
@@ -43,7 +43,8 @@ def test_evaluate_kernel(benchmark, task, method):
     n, M, pi = task
     benchmark.group = f"evaluate {n}x{n}"
     if method in ("dense", "span") and n > 50:
-        pytest.skip("dense LU of a 10^4 x 10^4 system (0.8 GB, minutes): not a sensible solver here")
+        pytest.skip("dense LU of a 10^4 x 10^4 system (0.8 GB, minutes): "
+                    "not a sensible solver here")
     ev = evaluate(M, pi, method=method)  # warm the JIT
     res = benchmark(evaluate, M, pi, method=method)
     assert res.reward == ev.reward

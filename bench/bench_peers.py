@@ -227,7 +227,8 @@ def test_evaluate_det_ours(benchmark, task):
     name, M, ref = task
     benchmark.group = f"evaluate-det {name}"
     evaluate(M, ref.policy)
-    _time(benchmark, name, lambda: state_values(M, ref.policy), rounds=20 if name != "grid7" else 200)
+    _time(benchmark, name, lambda: state_values(M, ref.policy),
+          rounds=20 if name != "grid7" else 200)
 
 
 def test_evaluate_det_quantecon(benchmark, task):
@@ -236,7 +237,8 @@ def test_evaluate_det_quantecon(benchmark, task):
     ddp = _quantecon_ddp(name, M)
     sigma = ref.policy.argmax(axis=1)
     np.testing.assert_allclose(ddp.evaluate_policy(sigma), ref.values, atol=1e-7)
-    _time(benchmark, name, lambda: ddp.evaluate_policy(sigma), rounds=20 if name != "grid7" else 200)
+    _time(benchmark, name, lambda: ddp.evaluate_policy(sigma),
+          rounds=20 if name != "grid7" else 200)
 
 
 # ---------------------------------------------------------------------------

@@ -100,12 +100,12 @@ def _clip01(x):
 
 
 @njit(cache=True)
-def first_alpha(v_s, l, params):
+def first_alpha(v_s, cand, params):
     """alpha_1 = min_k (v_s - shift) / (v_s - shift + denom), clipped to [0, 1]."""
     K = v_s.shape[1]
     best = 1.0
     for k in range(K):
-        num = v_s[l, k] - params[P_A1_SHIFT]
+        num = v_s[cand, k] - params[P_A1_SHIFT]
         den = num + params[P_A1_DENOM]
         a = 0.0 if (num <= 0.0 or den <= 0.0) else num / den
         a = _clip01(a)
@@ -115,14 +115,14 @@ def first_alpha(v_s, l, params):
 
 
 @njit(cache=True)
-def next_alpha(v_s, l, alpha, m, params):
+def next_alpha(v_s, cand, alpha, m, params):
     """Weight after stage m: alpha_1 from m = 0, else min_k 3 v alpha / ((2 + alpha) v + add)."""
     if m == 0:
-        return first_alpha(v_s, l, params)
+        return first_alpha(v_s, cand, params)
     K = v_s.shape[1]
     best = 1.0
     for k in range(K):
-        vs = v_s[l, k]
+        vs = v_s[cand, k]
         den = (2.0 + alpha) * vs + params[P_REC_ADD]
         a = 0.0 if (vs <= 0.0 or den <= 0.0) else 3.0 * vs * alpha / den
         a = _clip01(a)
@@ -132,13 +132,13 @@ def next_alpha(v_s, l, alpha, m, params):
 
 
 @njit(cache=True)
-def m_max(v_s, l, params):
+def m_max(v_s, cand, params):
     """min_k log_{C}(eps), C = (2 v_s + add) / (3 v_s); 0 when C is not in (0, 1)."""
     K = v_s.shape[1]
     best = np.inf
     eps = params[P_EPS]
     for k in range(K):
-        vs = v_s[l, k]
+        vs = v_s[cand, k]
         mm = 0.0
         if vs > 0.0 and eps > 0.0 and eps < 1.0:
             C = (2.0 * vs + params[P_MMAX_ADD]) / (3.0 * vs)
@@ -185,8 +185,8 @@ def observe(istate, fstate, elim_at, u, v, u_s, v_s, cost_limit, inv_c, params, 
     K = cost_limit.size
     k_ep = istate[I_EP]
     istate[I_EP] = k_ep + 1
-    l = istate[I_CAND]
-    if l < 0:
+    cand = istate[I_CAND]
+    if cand < 0:
         return EV_NONE
     alpha = fstate[F_ALPHA]
     fixed = not np.isnan(params[P_FIXED_ALPHA])
@@ -205,9 +205,9 @@ def observe(istate, fstate, elim_at, u, v, u_s, v_s, cost_limit, inv_c, params, 
         if safe_only:
             fstate[F_SUM_C + K + k] += g_obs
     # predictions of the deployed mixture
-    u_lm = alpha * u[l] + (1.0 - alpha) * u_s[l]
+    u_lm = alpha * u[cand] + (1.0 - alpha) * u_s[cand]
     for k in range(K):
-        v_lm[k] = alpha * v[l, k] + (1.0 - alpha) * v_s[l, k]
+        v_lm[k] = alpha * v[cand, k] + (1.0 - alpha) * v_s[cand, k]
     pooled = safe_only and params[P_RAD_POOL] >= 0.0 and istate[I_NELIM] >= 1
     if pooled:
         nn = istate[I_NPOOL]
@@ -230,7 +230,7 @@ def observe(istate, fstate, elim_at, u, v, u_s, v_s, cost_limit, inv_c, params, 
             if _exceeds(abs(fstate[off_c + k] / nn - v_lm[k]), rad_c, inclusive):
                 fail = True
     if fail:
-        elim_at[l] = k_ep
+        elim_at[cand] = k_ep
         istate[I_NELIM] += 1
         istate[I_CAND] = select_candidate(u, elim_at)
         istate[I_STAGE] = 0
@@ -240,8 +240,8 @@ def observe(istate, fstate, elim_at, u, v, u_s, v_s, cost_limit, inv_c, params, 
     if fixed:
         return EV_NONE
     gate = update_gate(v_lm, params)
-    if nn - params[P_GATE_OFF] >= gate and m <= m_max(v_s, l, params):
-        fstate[F_ALPHA] = next_alpha(v_s, l, alpha, m, params)
+    if nn - params[P_GATE_OFF] >= gate and m <= m_max(v_s, cand, params):
+        fstate[F_ALPHA] = next_alpha(v_s, cand, alpha, m, params)
         istate[I_STAGE] = m + 1
         _reset_window(istate, fstate, k_ep + 1, K)
         return EV_UPDATED
@@ -331,10 +331,10 @@ def run_fused(seed, n_episodes, decision, state, tables, exact_r, exact_c, stop_
     v_lm = np.empty(K)
     last_alpha = -1.0
     for k_ep in range(n_episodes):
-        l = istate[I_CAND]
+        cand = istate[I_CAND]
         alpha = fstate[F_ALPHA]
-        lt = l
-        if l < 0:  # every candidate eliminated: the safe policy alone
+        lt = cand
+        if cand < 0:  # every candidate eliminated: the safe policy alone
             lt = 0
             alpha = 0.0
         out_exact_r[k_ep], viol = audit_mixture(alpha, lt, n, exact_r, exact_c, cost_limit,
@@ -348,7 +348,7 @@ def run_fused(seed, n_episodes, decision, state, tables, exact_r, exact_c, stop_
         run_episodes(k_ep, -1, seed, thr_i, alias, nu_thr, nu_alias, si, rec, bucket_state,
                   r_flat, c_flat, r_abs, c_abs, S, K, gamma, horizon, tail, closed_form,
                   out_r, out_c, out_comp)
-        out_cand[k_ep] = l
+        out_cand[k_ep] = cand
         out_alpha[k_ep] = alpha
         out_stage[k_ep] = istate[I_STAGE]
         out_event[k_ep] = observe(istate, fstate, elim_at, u, v, u_s, v_s, cost_limit, inv_c,

@@ -4,8 +4,9 @@ Three kernels, called once per adaptation step by
 :func:`safemeta_fast.baselines.safe_meta_rl.safe_meta_rl`:
 
 * :func:`sample_padded_block` draws the step's episodes with
-  :func:`.trajectory.sample_episode` (stream = global episode index) and pads each one that reaches an absorbing state ``g`` after ``T`` steps
-  with copies of ``(g, action 0)`` up to the horizon;
+  :func:`.trajectory.sample_episode` (stream = global episode index) and pads each one
+  that reaches an absorbing state ``g`` after ``T`` steps with copies of
+  ``(g, action 0)`` up to the horizon;
 * :func:`mc_advantages` runs the backward discounted sums over the padded paths and
   scatter-adds every visit into the Q / V sums (every-visit Monte Carlo, advantages 0
   on unvisited pairs), the mean discounted cost ``J_c`` and the buffer's state histogram;
@@ -15,11 +16,11 @@ Three kernels, called once per adaptation step by
 All three kernels are serial. A step's 50 episodes take ~40 us on one thread; a
 ``prange`` over them cost ~10 ms per step in thread wake-ups on a loaded 2-core machine,
 and the dual loop is sequential in ``u``. Parallel work belongs one level up (several
-runs / test tasks at once). All reductions run serially in a fixed order (episode by episode, time step by time
-step backwards), so results never depend on the thread count. The resampling of the
-dual loop uses one stream, ``RESAMPLE_STREAM_BASE + step``, drawn sequentially: dual
-iteration ``i``, draw ``j`` is uniform number ``i * n + j`` of that stream and picks the
-buffer entry ``floor(u * n)``.
+runs / test tasks at once). All reductions run serially in a fixed order (episode by
+episode, time step by time step backwards), so results never depend on the thread count.
+The resampling of the dual loop uses one stream, ``RESAMPLE_STREAM_BASE + step``, drawn
+sequentially: dual iteration ``i``, draw ``j`` is uniform number ``i * n + j`` of that
+stream and picks the buffer entry ``floor(u * n)``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,14 @@ in cvxpy, and the paper's gridworld.
 from .adaptation import AdaptStep, Profile, SafeAdapter, TestLog, normalisation_of
 from .calibration import Calibration, calibrate
 from .cmdp import CMDP
+from .errors import (
+    CalibrationRefutedWarning,
+    ConvergenceError,
+    InfeasibleError,
+    OracleError,
+    SafeMetaError,
+    SafetyAssumptionError,
+)
 from .evaluation import (
     Evaluation,
     EvaluationBatch,
@@ -29,14 +37,6 @@ from .planning import (
 )
 from .policy import Mixture
 from .rollout import RolloutResult, rollout
-from .errors import (
-    CalibrationRefutedWarning,
-    ConvergenceError,
-    InfeasibleError,
-    OracleError,
-    SafeMetaError,
-    SafetyAssumptionError,
-)
 
 __version__ = "0.1.0"
 

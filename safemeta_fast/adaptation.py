@@ -65,7 +65,6 @@ import numpy as np
 
 from .certified import certified_model, fresh_state, return_range
 from .cmdp import CMDP
-from .validation import readonly
 from .errors import CalibrationRefutedWarning, SafetyAssumptionError, SafetyPreconditionWarning
 from .kernels import adaptation as _k
 from .kernels import certified as _kc
@@ -76,7 +75,7 @@ from .rollout import MAX_TABLE_ENTRIES, alias_table, discount_tail
 from .seeding import resolve_seed
 from .testlog import AdaptStep, TestLog, build_log, exact_components, mixture_values
 from .theory import lipschitz_constant, normalisation_of
-from .validation import check_bool, check_int, check_real
+from .validation import check_bool, check_int, check_real, readonly
 
 __all__ = [
     "Profile",
@@ -214,7 +213,8 @@ class SafeAdapter:
             if reward_range is None or utility_scale is None:
                 raise ValueError(
                     f"profile {profile.name!r} works on the normalised scale: pass reward_range "
-                    "and utility_scale (e.g. **normalisation_of(M_train) for any task of the family)"
+                    "and utility_scale (e.g. **normalisation_of(M_train) for any task of the "
+                    "family)"
                 )
             rr = check_real("reward_range", reward_range, 0.0, lo_open=True)
             us = np.asarray(utility_scale, dtype=np.float64).reshape(-1)
@@ -267,7 +267,8 @@ class SafeAdapter:
         self._models: dict = {}
         self._tell_cv: bool | None = None
         self._b = np.ascontiguousarray(ps.cost_limit, dtype=np.float64)
-        model, self.constants = self._model(cal.cv_values is not None and control_variate is not False)
+        model, self.constants = self._model(cal.cv_values is not None
+                                            and control_variate is not False)
         m, T = ps.n_policies + 1, ps.n_constraints + 1
         self._cstate = fresh_state(cal.n_kept, m, T)
         _kc.init_certified(self._cstate, model)
@@ -327,10 +328,10 @@ class SafeAdapter:
         if self.certified:
             ist, fst = self._cstate[0], self._cstate[1]
             return (int(ist[_kc.C_A]), int(ist[_kc.C_B])), float(fst[_kc.CF_W])
-        l = int(self._istate[_k.I_CAND])
-        if l < 0:
+        cand = int(self._istate[_k.I_CAND])
+        if cand < 0:
             return (n, n), 1.0
-        return (l, n), float(self._fstate[_k.F_ALPHA])
+        return (cand, n), float(self._fstate[_k.F_ALPHA])
 
     @property
     def alpha(self) -> float:
@@ -679,7 +680,8 @@ class SafeAdapter:
         else:
             refs = list(regret_references)
             if len(refs) != len(tasks):
-                raise ValueError(f"regret_references has {len(refs)} entries for {len(tasks)} tasks")
+                raise ValueError(f"regret_references has {len(refs)} entries for "
+                                 f"{len(tasks)} tasks")
         n_threads = numba.get_num_threads() if threads is None else check_int("threads", threads, 1)
         preps = [self._prepare(M, exact, ref) for M, ref in zip(tasks, refs)]
         units = [(i, j, s) for i in range(len(tasks)) for j, s in enumerate(seeds)]
@@ -711,7 +713,8 @@ class SafeAdapter:
         if self.certified:
             use_cv = self._fused_cv(M)
             prep["model"], prep["constants"] = self._model(use_cv)
-            if not use_cv and self._cv_mode is None and self.policy_set.calibration.cv_values is not None:
+            if (not use_cv and self._cv_mode is None
+                    and self.policy_set.calibration.cv_values is not None):
                 prep["note"] = ("control variate off: M_test.nu0 differs from the calibrated nu0")
         return prep
 

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .validation import readonly
 from .evaluation import evaluate_many, state_values
 from .kernels.certified import conformal_scores
 from .seeding import resolve_seed
 from .tasks import TaskFamily
-from .validation import check_bool, check_int, check_real
+from .validation import check_bool, check_int, check_real, readonly
 
 __all__ = ["Calibration", "calibrate", "value_vectors", "family_value_vectors"]
 
@@ -104,7 +103,8 @@ class Calibration:
     def __post_init__(self):
         vals = np.array(self.values, dtype=np.float64)
         if vals.ndim != 3 or vals.shape[0] == 0:
-            raise ValueError(f"calibration values must have shape (n_kept >= 1, m, T); got {vals.shape}")
+            raise ValueError(f"calibration values must have shape (n_kept >= 1, m, T); "
+                             f"got {vals.shape}")
         nk, m, T = vals.shape
         K = T - 1
         if K < 1 or m < 2:
@@ -112,7 +112,8 @@ class Calibration:
         want = {"params": (nk, None), "scale": (m, T), "reward_range": (2,), "cost_range": (K, 2)}
         for name, shape in want.items():
             a = np.array(getattr(self, name), dtype=np.float64)
-            if a.ndim != len(shape) or any(w is not None and w != g for w, g in zip(shape, a.shape)):
+            if a.ndim != len(shape) or any(w is not None and w != g
+                                           for w, g in zip(shape, a.shape)):
                 raise ValueError(f"calibration {name} must have shape {shape}; got {a.shape}")
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"calibration {name} has non-finite entries")
@@ -122,16 +123,20 @@ class Calibration:
         object.__setattr__(self, "values", readonly(vals))
         if np.any(self.scale <= 0):
             raise ValueError("calibration scale must be > 0 everywhere")
-        if self.reward_range[0] > self.reward_range[1] or np.any(self.cost_range[:, 0] > self.cost_range[:, 1]):
-            raise ValueError("calibration reward_range / cost_range must be (low, high) with low <= high")
+        if (self.reward_range[0] > self.reward_range[1]
+                or np.any(self.cost_range[:, 0] > self.cost_range[:, 1])):
+            raise ValueError("calibration reward_range / cost_range must be (low, high) with "
+                             "low <= high")
         q = check_real("calibration q", self.q, 0.0)
-        dc = check_real("calibration delta_cal", self.delta_cal, 0.0, 1.0, lo_open=True, hi_open=True)
+        dc = check_real("calibration delta_cal", self.delta_cal, 0.0, 1.0, lo_open=True,
+                        hi_open=True)
         d = check_real("calibration delta", self.delta, dc, 1.0, lo_open=True, hi_open=True)
         object.__setattr__(self, "q", q)
         object.__setattr__(self, "delta_cal", dc)
         object.__setattr__(self, "delta", d)
         for name in ("n_reference", "n_calibration", "seed"):
-            object.__setattr__(self, name, check_int(f"calibration {name}", int(getattr(self, name)), 0))
+            object.__setattr__(self, name,
+                               check_int(f"calibration {name}", int(getattr(self, name)), 0))
         if self.nu0 is not None:
             nu = np.array(self.nu0, dtype=np.float64)
             object.__setattr__(self, "nu0", readonly(nu))
@@ -141,7 +146,8 @@ class Calibration:
             g = np.array(self.cv_values, dtype=np.float64)
             S = self.nu0.size
             if g.shape != (m, S, T) or not np.all(np.isfinite(g)):
-                raise ValueError(f"calibration cv_values must be finite with shape {(m, S, T)}; got {g.shape}")
+                raise ValueError(f"calibration cv_values must be finite with shape {(m, S, T)}; "
+                                 f"got {g.shape}")
             object.__setattr__(self, "cv_values", readonly(g))
             cp = np.array(self.cv_params if self.cv_params is not None else [], dtype=np.float64)
             object.__setattr__(self, "cv_params", readonly(cp.reshape(-1)))
@@ -225,7 +231,8 @@ def _check_compatible(ps, M, i):
             f"task {i} of the family has (S, A, K) = {(M.n_states, M.n_actions, M.n_constraints)}; "
             f"the policy set has {(ps.n_states, ps.n_actions, ps.n_constraints)}")
     if abs(M.gamma - ps.gamma) > 1e-12:
-        raise ValueError(f"task {i} of the family has gamma {M.gamma}; the policy set has {ps.gamma}")
+        raise ValueError(f"task {i} of the family has gamma {M.gamma}; "
+                         f"the policy set has {ps.gamma}")
     if not np.allclose(M.cost_limit, ps.cost_limit, rtol=0, atol=1e-12):
         raise ValueError(f"task {i} of the family has cost_limit {M.cost_limit}; the policy set "
                          f"has {ps.cost_limit}")

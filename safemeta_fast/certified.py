@@ -9,8 +9,8 @@ Derived quantities (m components, T = 1 + K streams):
 
 * return range of stream t on horizon H: ``[lo_t, hi_t] * (1 - gamma^H) / (1 - gamma)``
   with the per-step range of the family; with the control variate, component j's
-  returns ``X - g_j(s_0) + nu0 . g_j`` lie in ``[lo - max g_j + nu0 . g_j, hi - min g_j + nu0 . g_j]``
-  (max/min over the support of nu0);
+  returns ``X - g_j(s_0) + nu0 . g_j`` lie in
+  ``[lo - max g_j + nu0 . g_j, hi - min g_j + nu0 . g_j]`` (max/min over the support of nu0);
 * ``c_t`` = the widest of those ranges (the empirical-Bernstein scale);
 * ``e_sim_t = max|x_t| (gamma^H / (1 - gamma) + L * 1e-7)``: the truncation bias of an
   H-step return and the simulator's rounding (the rollout tables quantise

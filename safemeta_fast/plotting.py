@@ -7,7 +7,8 @@
   (arrow length = action probability), cost cells in red, the goal in green, one panel
   per task with its title.
 
-Files are written atomically (rendered to memory, then :func:`safemeta_fast.runio.atomic_write_bytes`).
+Files are written atomically (rendered to memory, then
+:func:`safemeta_fast.runio.atomic_write_bytes`).
 """
 
 from __future__ import annotations

@@ -21,13 +21,15 @@ def as_policy(pi, n_states: int, n_actions: int, name: str = "pi") -> np.ndarray
     """Validate one policy; returns a read-only float64 C-contiguous (S, A) copy."""
     arr = as_float_array(name, pi, 2)
     if arr.shape != (n_states, n_actions):
-        raise ValueError(f"{name} must have shape (S, A) = ({n_states}, {n_actions}); got {arr.shape}")
+        raise ValueError(f"{name} must have shape (S, A) = ({n_states}, {n_actions}); "
+                         f"got {arr.shape}")
     check_stochastic(name, arr)
     return readonly(arr)
 
 
 def as_policies(pis, n_states: int, n_actions: int, name: str = "policies") -> np.ndarray:
-    """Validate a stack of policies; returns a read-only (n, S, A) copy (a single (S, A) policy becomes n = 1)."""
+    """Validate a stack of policies; returns a read-only (n, S, A) copy (a single (S, A)
+    policy becomes n = 1)."""
     arr = as_float_array(name, pis, (2, 3))
     if arr.ndim == 2:
         arr = arr[None]
@@ -43,7 +45,8 @@ def as_weights(weights, n: int, name: str = "weights") -> np.ndarray:
     """Validate mixture weights: shape (n,), non-negative, summing to 1 (tolerance 1e-9)."""
     w = as_float_array(name, weights, 1)
     if w.shape != (n,):
-        raise ValueError(f"{name} must have shape (n,) = ({n},), one weight per policy; got {w.shape}")
+        raise ValueError(f"{name} must have shape (n,) = ({n},), one weight per policy; "
+                         f"got {w.shape}")
     check_stochastic(name, w)
     return readonly(w)
 

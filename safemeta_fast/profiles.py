@@ -50,10 +50,12 @@ class Profile:
     min_window : int
         No elimination before the window holds this many episodes.
     gate_const, gate_min, gate_max, gate_offset : float
-        Update when ``n - gate_offset >= max_k min(max(gate_const / v_lm,k^2, gate_min), gate_max)``;
+        Update when
+        ``n - gate_offset >= max_k min(max(gate_const / v_lm,k^2, gate_min), gate_max)``;
         ``gate_const`` None: ``32 ln(4K/delta) / (1-gamma)^2``.
     alpha1_shift, alpha1_denom : float or None
-        ``alpha_1 = (v_s - shift) / (v_s - shift + denom)``; None: ``2 eps (L+2)`` and ``2/(1-gamma)``.
+        ``alpha_1 = (v_s - shift) / (v_s - shift + denom)``; None: ``2 eps (L+2)`` and
+        ``2/(1-gamma)``.
     recursion_add : float or None
         ``alpha_{m+1} = 3 v_s alpha_m / ((2 + alpha_m) v_s + add)``; None: ``(4L+9) eps``.
     mmax_add : float or None

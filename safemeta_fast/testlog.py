@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
-from .validation import readonly
 from .policy import Mixture
+from .validation import readonly
 
 if TYPE_CHECKING:  # pragma: no cover
     from .profiles import Profile
@@ -190,8 +189,8 @@ class TestLog:
                          "task was rejected; pi_s ran alone afterwards !!!")
         if self.stopped_on_violation:
             lines.append(f"!!! RUN STOPPED at episode {self.n_episodes} on a violation !!!")
-        lines.append(f"profile {self.profile.name}, {self.n_episodes} episodes, H = {self.horizon}, "
-                     f"seed {self.seed}")
+        lines.append(f"profile {self.profile.name}, {self.n_episodes} episodes, "
+                     f"H = {self.horizon}, seed {self.seed}")
         if self.regret is not None:
             lines.append(f"cumulative regret {self.final_regret:.6g} (reference V* = "
                          f"{self.regret_reference:.6g}); violations {self.violations}")
@@ -200,7 +199,8 @@ class TestLog:
         el = ", ".join(f"{int(c)}@{int(e)}" for c, e in zip(self.eliminated, self.eliminated_at))
         lines.append(f"eliminations (candidate@episode): {el or 'none'}")
         if self.delta_cal is not None:
-            lines.append(f"certified: delta_cal {self.delta_cal:g} + delta_test {self.delta_test:g}; "
+            lines.append(f"certified: delta_cal {self.delta_cal:g} + "
+                         f"delta_test {self.delta_test:g}; "
                          f"mean weight on candidates {self.mean_candidate_weight:.4g}; "
                          f"{self.uncertified} uncertified pi_s episodes; alive references "
                          f"{int(self.alive[-1]) if self.n_episodes else 0} at the end")
@@ -306,5 +306,6 @@ def build_log(ps, *, profile, constants, seed, horizon, cand, alpha, comp, stage
         violation_episodes=ro(viol_eps), stopped_on_violation=bool(stopped),
         eliminated=ro(order.astype(np.int64)), eliminated_at=ro(elim[order].copy()),
         pi_out_weights=ro(w), pi_out=pi_out, pi_out_policy=ro(pi_pol),
-        guarantee=bool(guarantee), notes=notes, pair=ro(pair), weight=ro(weight), drawn=ro(drawn), **extra,
+        guarantee=bool(guarantee), notes=notes, pair=ro(pair), weight=ro(weight), drawn=ro(drawn),
+        **extra,
     )

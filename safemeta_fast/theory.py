@@ -23,7 +23,8 @@ def lipschitz_constant(gamma: float) -> float:
 def normalisation_of(M: CMDP) -> dict:
     """Scales of the paper profile's normalised copy of a task family (SPEC section 2).
 
-    Returns ``{"reward_range": max r - min r, "utility_scale": max_{s,a} |(1-gamma) b_k - c[s, a, k]|}``
+    Returns
+    ``{"reward_range": max r - min r, "utility_scale": max_{s,a} |(1-gamma) b_k - c[s, a, k]|}``
     (shape (K,)); pass them to :class:`SafeAdapter` as keywords. Any task of the family
     with the same r, c, b and gamma gives the same numbers; the test model is not needed.
 

@@ -31,7 +31,8 @@ def random_cmdp(rng: np.random.Generator, S: int, A: int, K: int = 1, gamma: flo
     return CMDP(P, r, c, b, gamma, nu0)
 
 
-def random_policy(rng: np.random.Generator, S: int, A: int, deterministic: bool = False) -> np.ndarray:
+def random_policy(rng: np.random.Generator, S: int, A: int,
+                  deterministic: bool = False) -> np.ndarray:
     if deterministic:
         pi = np.zeros((S, A))
         pi[np.arange(S), rng.integers(0, A, size=S)] = 1.0

@@ -9,6 +9,7 @@ import warnings
 import numba
 import numpy as np
 import pytest
+from safemeta_fast.kernels import adaptation as K
 
 from safemeta_fast.adaptation import (
     PAPER,
@@ -22,7 +23,6 @@ from safemeta_fast.adaptation import (
 from safemeta_fast.envs import gridworld
 from safemeta_fast.errors import SafetyAssumptionError, SafetyPreconditionWarning
 from safemeta_fast.evaluation import evaluate, evaluate_many, evaluate_mixture
-from safemeta_fast.kernels import adaptation as K
 from safemeta_fast.lp import solve_lp
 from safemeta_fast.policy import Mixture
 from safemeta_fast.policyset import PolicySet
@@ -78,7 +78,7 @@ class TwinAdapter:
         self.alive = [True] * len(self.u)
         self.elim_at = [-1] * len(self.u)
         self.fixed = not math.isnan(c["fixed_alpha"])
-        self.l = self._best()
+        self.cand = self._best()
         self.m = 0
         self.alpha = c["fixed_alpha"] if self.fixed else 0.0
         self.win_r, self.win_g = [], []
@@ -93,9 +93,9 @@ class TwinAdapter:
         return max(cands, key=lambda i: (self.u[i], -i))
 
     def _alpha_next(self):
-        l, a = self.l, self.alpha
+        cand, a = self.cand, self.alpha
         outs = []
-        for vs in self.vs[l]:
+        for vs in self.vs[cand]:
             if self.m == 0:
                 num = vs - self.c["alpha1_shift"]
                 x = num / (num + self.c["alpha1_denom"]) if num > 0 else 0.0
@@ -106,7 +106,7 @@ class TwinAdapter:
 
     def _mmax(self):
         vals = []
-        for vs in self.vs[self.l]:
+        for vs in self.vs[self.cand]:
             C = (2 * vs + self.c["mmax_add"]) / (3 * vs) if vs > 0 else 2.0
             vals.append(math.log(self.c["eps"]) / math.log(C) if 0 < C < 1 else 0.0)
         return min(vals)
@@ -114,9 +114,9 @@ class TwinAdapter:
     def tell(self, R, C):
         k = self.k
         self.k += 1
-        if self.l < 0:
+        if self.cand < 0:
             return 0
-        a, l = self.alpha, self.l
+        a, cand = self.alpha, self.cand
         r_obs = R * self.inv_r
         g_obs = [(self.b[j] - C[j]) * self.inv_c[j] for j in range(len(self.b))]
         self.win_r.append(r_obs)
@@ -125,8 +125,8 @@ class TwinAdapter:
         if safe_only:
             self.pool_r.append(r_obs)
             self.pool_g.append(g_obs)
-        u_lm = a * self.u[l] + (1 - a) * self.us[l]
-        v_lm = [a * self.v[l][j] + (1 - a) * self.vs[l][j] for j in range(len(self.b))]
+        u_lm = a * self.u[cand] + (1 - a) * self.us[cand]
+        v_lm = [a * self.v[cand][j] + (1 - a) * self.vs[cand][j] for j in range(len(self.b))]
         if safe_only and self.c["pooled_cost_radius"] >= 0 and self.n_elim >= 1:
             rs, gs, crad = self.pool_r, self.pool_g, self.c["pooled_cost_radius"]
         else:
@@ -144,10 +144,10 @@ class TwinAdapter:
                 if ge(abs(mean_g - v_lm[j]), math.sqrt(crad / n) + self.c["cost_model_error"]):
                     fail = True
         if fail:
-            self.alive[l] = False
-            self.elim_at[l] = k
+            self.alive[cand] = False
+            self.elim_at[cand] = k
             self.n_elim += 1
-            self.l = self._best()
+            self.cand = self._best()
             self.m = 0
             self.alpha = self.c["fixed_alpha"] if self.fixed else 0.0
             self.win_r, self.win_g = [], []
@@ -175,8 +175,8 @@ def _drive(ad, twin, returns):
     """Feed the same returns to ask/tell and the twin; compare every decision."""
     for R, C in returns:
         st = ad.ask()
-        assert st.candidate == twin.l
-        assert st.alpha == pytest.approx(twin.alpha if twin.l >= 0 else 0.0, abs=1e-15)
+        assert st.candidate == twin.cand
+        assert st.alpha == pytest.approx(twin.alpha if twin.cand >= 0 else 0.0, abs=1e-15)
         ad.tell(R, C)
         ev_t = twin.tell(R, C)
         assert ad.log().event[-1] == ev_t
@@ -234,19 +234,19 @@ def _exact_returns_adapter(ps, profile, n_ep, **kw):
     ad = SafeAdapter(ps, profile=profile, n_episodes=n_ep, seed=0, **kw)
     for _ in range(n_ep):
         st = ad.ask()
-        l = st.candidate
+        cand = st.candidate
         a = st.alpha
-        R = (a * ps.u[l] + (1 - a) * ps.u_s[l])
-        C = ps.cost_limit - (a * ps.v[l] + (1 - a) * ps.v_s[l])
+        R = (a * ps.u[cand] + (1 - a) * ps.u_s[cand])
+        C = ps.cost_limit - (a * ps.v[cand] + (1 - a) * ps.v_s[cand])
         ad.tell(R, C)
     return ad.log()
 
 
 def test_reference_schedule_closed_forms(pset):
     log = _exact_returns_adapter(pset, REFERENCE, 80_000)
-    l = int(np.argmax(pset.u))
-    assert np.all(log.candidate == l) and log.eliminated.size == 0
-    s = pset.v_s[l, 0]
+    cand = int(np.argmax(pset.u))
+    assert np.all(log.candidate == cand) and log.eliminated.size == 0
+    s = pset.v_s[cand, 0]
     eps, Lc = 0.01, 1.0
     alphas = [0.0, (s - 2 * eps * Lc) / (s - 2 * eps * Lc + 2)]
     mmax = math.log(eps) / math.log(2 / 3)
@@ -274,21 +274,21 @@ def test_paper_schedule_and_limit():
     assert ad.guarantee
     L = lipschitz_constant(0.9)
     eps = 1e-6
-    l = int(np.argmax(ps.u))
-    vs = ps.v_s[l, 0]
+    cand = int(np.argmax(ps.u))
+    vs = ps.v_s[cand, 0]
     p = ad._params
     a1 = (vs - 2 * eps * (L + 2)) / (vs - 2 * eps * (L + 2) + 2 / 0.1)
-    assert K.next_alpha(ad._v_s, l, 0.0, 0, p) == pytest.approx(a1, rel=1e-14)
+    assert K.next_alpha(ad._v_s, cand, 0.0, 0, p) == pytest.approx(a1, rel=1e-14)
     a, alphas = a1, [a1]
     for m in range(1, 400):
-        a_next = K.next_alpha(ad._v_s, l, a, m, p)
+        a_next = K.next_alpha(ad._v_s, cand, a, m, p)
         assert a_next == pytest.approx(3 * vs * a / ((2 + a) * vs + (4 * L + 9) * eps), rel=1e-14)
         assert a_next >= a
         a = a_next
         alphas.append(a)
     assert a == pytest.approx(1 - (4 * L + 9) * eps / vs, rel=1e-10)
     C = (2 * vs + (4 * L + 9) * eps) / (3 * vs)
-    assert K.m_max(ad._v_s, l, p) == pytest.approx(math.log(eps) / math.log(C), rel=1e-14)
+    assert K.m_max(ad._v_s, cand, p) == pytest.approx(math.log(eps) / math.log(C), rel=1e-14)
     # gate: 32 ln(4K/delta) / ((1-gamma)^2 v^2)
     v_lm = np.array([0.4])
     assert K.update_gate(v_lm, p) == pytest.approx(32 * math.log(4000 / 0.05) / (0.01 * 0.16))
@@ -302,9 +302,9 @@ def test_several_constraints_take_most_conservative():
     ps = _synthetic_set(rng, n=3, K=2)
     ad = SafeAdapter(ps, profile=REFERENCE, n_episodes=10)
     p = ad._params
-    for l in range(3):
-        per_k = [(s - 0.02) / (s - 0.02 + 2) for s in ps.v_s[l]]
-        assert K.next_alpha(ad._v_s, l, 0.0, 0, p) == pytest.approx(min(per_k), rel=1e-14)
+    for cand in range(3):
+        per_k = [(s - 0.02) / (s - 0.02 + 2) for s in ps.v_s[cand]]
+        assert K.next_alpha(ad._v_s, cand, 0.0, 0, p) == pytest.approx(min(per_k), rel=1e-14)
     v_lm = np.array([0.5, 0.1])
     assert K.update_gate(v_lm, p) == pytest.approx(min(max(100 / 0.01, 1000), 5200))
     assert K.update_gate(np.array([-0.1, 1.0]), p) == 5200.0
@@ -347,11 +347,11 @@ def test_fused_episodes_are_rollouts_of_the_mixture(pset):
     log = ad.run(M)
     # the first window with alpha > 0: constant candidate and weight on [k0, k1)
     k0 = int(np.flatnonzero(log.alpha > 0)[0])
-    l, a = int(log.candidate[k0]), float(log.alpha[k0])
+    cand, a = int(log.candidate[k0]), float(log.alpha[k0])
     k1 = k0 + int(np.flatnonzero(log.event[k0:])[0]) + 1
-    assert np.all(log.alpha[k0:k1] == a) and np.all(log.candidate[k0:k1] == l)
+    assert np.all(log.alpha[k0:k1] == a) and np.all(log.candidate[k0:k1] == cand)
     assert k1 - k0 >= 1000
-    mix = Mixture(np.stack([pset.policies[l], pset.safe_policy]), [a, 1 - a])
+    mix = Mixture(np.stack([pset.policies[cand], pset.safe_policy]), [a, 1 - a])
     ro = rollout(M, mix, k1, 600, seed=11, parallel=False)
     np.testing.assert_array_equal(ro.reward[k0:k1], log.reward[k0:k1])
     np.testing.assert_array_equal(ro.cost[k0:k1], log.cost[k0:k1])
@@ -369,8 +369,8 @@ def test_exact_audit(pset):
     vstar = solve_lp(M).reward
     assert log.regret_reference == pytest.approx(vstar, rel=1e-12)
     for k in (0, 2500, 7999):
-        l, a = int(log.candidate[k]), float(log.alpha[k])
-        ev = evaluate_mixture(M, np.stack([pset.policies[l], pset.safe_policy]), [a, 1 - a])
+        cand, a = int(log.candidate[k]), float(log.alpha[k])
+        ev = evaluate_mixture(M, np.stack([pset.policies[cand], pset.safe_policy]), [a, 1 - a])
         assert log.exact_reward[k] == pytest.approx(ev.reward, rel=1e-10)
         assert log.exact_cost[k, 0] == pytest.approx(ev.cost[0], rel=1e-10)
     np.testing.assert_allclose(log.regret, np.cumsum(vstar - log.exact_reward), rtol=1e-12)

@@ -1,5 +1,5 @@
-"""Issue 4 safety audit at scale (about 10 s, so in the default suite): the paper gridworld, the authors' policy-set recipe,
-the 10 paper test tasks x 10 seeds, K = 40,000, both profiles.
+"""Issue 4 safety audit at scale (about 10 s, so in the default suite): the paper gridworld,
+the authors' policy-set recipe, the 10 paper test tasks x 10 seeds, K = 40,000, both profiles.
 
 What is asserted:
 * paper profile (provable constants, strict=False since its preconditions fail here):
@@ -69,10 +69,10 @@ def test_reference_profile_audit(paper_setup):
             # every recorded violation, and the episodes around it, recomputed independently
             for e in np.unique(np.concatenate([eps_[:3], eps_[-3:], [0, K - 1]])):
                 w = np.zeros(n + 1)
-                l, a = int(log.candidate[e]), float(log.alpha[e])
-                if l >= 0:
-                    w[l] += a
-                w[n] += 1.0 - a if l >= 0 else 1.0
+                cand, a = int(log.candidate[e]), float(log.alpha[e])
+                if cand >= 0:
+                    w[cand] += a
+                w[n] += 1.0 - a if cand >= 0 else 1.0
                 ev = evaluate_mixture(M, comps, w)
                 assert ev.cost[0] == pytest.approx(log.exact_cost[e, 0], abs=1e-9)
                 assert (ev.cost[0] > 1.5 + 1e-9) == (e in set(eps_.tolist()))

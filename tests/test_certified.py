@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 import zipfile
 
 import numpy as np
 import pytest
+from safemeta_fast.kernels import certified as KC
+from safemeta_fast.kernels.adaptation import mixture_table
+from safemeta_fast.kernels.rollout import start_draws
 
 from safemeta_fast import CalibrationRefutedWarning, SafeAdapter, calibrate
 from safemeta_fast.calibration import conformal_quantile
 from safemeta_fast.certified import certified_model, fresh_state
 from safemeta_fast.envs import PAPER_TEST_NOISES, GridworldFamily, gridworld
 from safemeta_fast.evaluation import evaluate_mixture
-from safemeta_fast.kernels import certified as KC
-from safemeta_fast.kernels.adaptation import mixture_table
-from safemeta_fast.kernels.rollout import start_draws
 from safemeta_fast.policyset import ArtifactError, PolicySet
 from safemeta_fast.profiles import CERTIFIED
 from safemeta_fast.rollout import alias_table
@@ -180,8 +179,8 @@ def test_ask_tell_equals_fused(ps, cv):
         kw = {"start_state": _s0(ad.seed, k, st.weight, M)} if cv else {}
         ad.tell(log.reward[k], log.cost[k], **kw)
     l2 = ad.log(M, regret_reference=52.0)
-    for name in ("pair", "weight", "drawn", "alive", "certified_cost", "exact_cost", "regret", "event",
-                 "alpha", "candidate", "component"):
+    for name in ("pair", "weight", "drawn", "alive", "certified_cost", "exact_cost", "regret",
+                 "event", "alpha", "candidate", "component"):
         np.testing.assert_array_equal(getattr(l2, name), getattr(log, name), err_msg=name)
     assert l2.constants["control_variate"] is cv
     assert np.count_nonzero(log.event == KC.EV_REJECTED) > 0

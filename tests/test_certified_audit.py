@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 
 from safemeta_fast import SafeAdapter
-from safemeta_fast.envs import PAPER_TEST_NOISES, GridworldCostFamily, GridworldFamily, gridworld
-from safemeta_fast.envs import RandomCMDPFamily
+from safemeta_fast.envs import (
+    PAPER_TEST_NOISES,
+    GridworldCostFamily,
+    GridworldFamily,
+    RandomCMDPFamily,
+    gridworld,
+)
 from safemeta_fast.experiments.audit import audit_profiles, format_audit
 from safemeta_fast.lp import solve_lp
 from safemeta_fast.training import train

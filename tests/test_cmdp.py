@@ -90,7 +90,8 @@ def test_row_sum_error_names_pair_and_tolerance():
     kw = _valid()
     P = kw["P"].copy()
     P[2, 1] *= 0.97
-    with pytest.raises(ValueError, match=r"P\[2, 1\] sums to 0.97.*must sum to 1 \(tolerance 1e-09\)"):
+    with pytest.raises(ValueError,
+                       match=r"P\[2, 1\] sums to 0.97.*must sum to 1 \(tolerance 1e-09\)"):
         _build(P=P)
 
 
@@ -172,13 +173,15 @@ def test_from_successors_padded_arrays_equal_dense_constructor():
 @pytest.mark.parametrize(
     "nxt, prb, exc, pattern",
     [
-        ([[[5]], [[1]]], [[[1.0]], [[1.0]]], ValueError, r"next_states\[0, 0, 0\] is 5; state indices must lie in \[0, 2\)"),
+        ([[[5]], [[1]]], [[[1.0]], [[1.0]]], ValueError,
+         r"next_states\[0, 0, 0\] is 5; state indices must lie in \[0, 2\)"),
         ([[[1]], [[1]]], [[[0.9]], [[1.0]]], ValueError, r"probs\[0, 0\] sums to 0.9"),
         ([[[1]], [[1]]], [[[-1.0]], [[1.0]]], ValueError, r"probs\[0, 0, 0\] is -1.0"),
         ([[[1, 0]], [[1]]], [[[1.0]], [[1.0]]], ValueError, r"has 2 states but .* 1 probabilities"),
         ([[[1]]], [[[1.0]]], ValueError, r"next_states must have shape \(S, A, m\) = \(2, 1, m\)"),
         ([[[1]], [[1, 0]]], [[[1.0]]], ValueError, r"one entry per state \(2\)"),
-        (np.array([[[0.5]], [[1.0]]]), np.array([[[1.0]], [[1.0]]]), TypeError, r"integer state indices"),
+        (np.array([[[0.5]], [[1.0]]]), np.array([[[1.0]], [[1.0]]]), TypeError,
+         r"integer state indices"),
     ],
 )
 def test_from_successors_validation(nxt, prb, exc, pattern):

@@ -43,7 +43,8 @@ def lake4():
 
 def test_frozenlake_state_cost_on_holes_warns_and_is_never_incurred(lake4):
     holes = (lake4.unwrapped.desc.ravel() == b"H").astype(float)
-    with pytest.warns(ModelWarning, match=r"only on state\(s\) 5, 7, 11, 12.*never incurred.*cost_fn"):
+    with pytest.warns(ModelWarning,
+                      match=r"only on state\(s\) 5, 7, 11, 12.*never incurred.*cost_fn"):
         trap = CMDP.from_gymnasium(lake4, c=holes, cost_limit=0.01, gamma=0.95)
     assert trap.terminal_state == 16 and not reachable_states(trap)[[5, 7, 11, 12]].any()
     good = CMDP.from_gymnasium(lake4, cost_fn=hole_cost, cost_limit=0.01, gamma=0.95)

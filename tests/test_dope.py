@@ -119,7 +119,8 @@ def test_counting_kernel_matches_twin(case, two_state):
 
 
 def test_absorbing_extra_counts_two_state(two_state):
-    """Leaving state 0 (action 1) lands in absorbing state 1: both of its actions get a self-loop."""
+    """Leaving state 0 (action 1) lands in absorbing state 1: both of its actions get a
+    self-loop."""
     pi = np.array([[0.0, 1.0], [0.5, 0.5]])
     steps, n_sa, n_succ = run_counts(two_state, pi, 0, 0, 7, 5)
     sa, N = dense_counts(two_state, n_sa, n_succ)
@@ -146,8 +147,9 @@ def test_estimation_by_hand():
     np.testing.assert_allclose(est.eps, [[e2, e1], [e1, e1]])
     conf = dope_plus_cost_bonus(est, g, L, K)
     t2 = 2 * L * math.sqrt(K / ((1 - g) * 2))
-    np.testing.assert_allclose(conf, [[8 * e2 / math.sqrt(0.5) + t2 / 2, 8 * e1 / math.sqrt(0.5) + t2],
-                                      [8 * e1 / math.sqrt(0.5) + t2, 8 * e1 / math.sqrt(0.5) + t2]])
+    np.testing.assert_allclose(conf,
+                               [[8 * e2 / math.sqrt(0.5) + t2 / 2, 8 * e1 / math.sqrt(0.5) + t2],
+                                [8 * e1 / math.sqrt(0.5) + t2, 8 * e1 / math.sqrt(0.5) + t2]])
 
     def cp(p, n1):
         return math.sqrt(4 * Lp * p / n1) + 14 * Lp / (3 * n1)
@@ -290,7 +292,8 @@ def test_short_warmup_run(task, pi_s):
     assert np.any(log.exact_reward[300:] != log.exact_reward[0])
     # (a warm-up this short yields unsafe LP policies, as the notebook's comment warns, 5f)
     assert log.violation_episodes.min() >= 300
-    assert log.info["warmup_counts"] == log.info["warmup_steps"] + 4 * 300  # every episode ends at the goal
+    # every episode ends at the goal
+    assert log.info["warmup_counts"] == log.info["warmup_steps"] + 4 * 300
     # regret bookkeeping: exact, unclipped increments
     np.testing.assert_allclose(log.regret, np.cumsum(log.regret_reference - log.exact_reward))
 
@@ -309,7 +312,8 @@ def test_reference_warmup_facts(task, pi_s):
 
 
 def test_first_lp_after_reference_warmup(task, pi_s):
-    """The reference's first LP (linprog): V_r 47.2828, V_c 1.3698, the same with our HiGHS model."""
+    """The reference's first LP (linprog): V_r 47.2828, V_c 1.3698, the same with our HiGHS
+    model."""
     for backend in ("linprog", "highs"):
         log = dope_plus(task, pi_s, n_episodes=18_001, warmup=18_000, seed=10, backend=backend,
                         regret_reference=49.4706)

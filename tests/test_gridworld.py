@@ -96,9 +96,11 @@ def test_custom_layout():
         (dict(noise="0.3"), TypeError, "noise must be a real number"),
         (dict(noise=0.3, size=1), ValueError, "size >= 2"),
         (dict(noise=0.3, size=7.0), TypeError, "size must be an integer"),
-        (dict(noise=0.3, goal=49), ValueError, r"goal is 49; states of a 7x7 grid lie in \[0, 49\)"),
+        (dict(noise=0.3, goal=49), ValueError,
+         r"goal is 49; states of a 7x7 grid lie in \[0, 49\)"),
         (dict(noise=0.3, cost_cells=[3, 60]), ValueError, r"cost_cells\[1\] is 60"),
-        (dict(noise=0.3, size=2, cost_cells=[0, 1, 2, 3]), ValueError, "every state is a cost cell"),
+        (dict(noise=0.3, size=2, cost_cells=[0, 1, 2, 3]), ValueError,
+         "every state is a cost cell"),
     ],
 )
 def test_validation(kwargs, exc, pattern):

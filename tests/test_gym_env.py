@@ -336,7 +336,8 @@ def test_run_env_frozenlake_8x8_certified_matches_exact_model():
     from safemeta_fast.policyset import PolicySet
     from safemeta_fast.tasks import TruncatedNormal
 
-    fam = FrozenLakeFamily("8x8", cost_limit=0.05, distribution=TruncatedNormal(0.95, 0.03, 0.85, 1.0))
+    fam = FrozenLakeFamily("8x8", cost_limit=0.05,
+                           distribution=TruncatedNormal(0.95, 0.03, 0.85, 1.0))
     M = fam.build([1.0])  # is_slippery=True is slip 1
     covers = [0.9, 0.95, 1.0]
     tasks = [fam.build([x]) for x in covers]

@@ -145,7 +145,8 @@ def test_estimator_is_unbiased_on_tiny_cmdp():
     pi = random_policy(rng, 3, 2)
     pi = 0.8 * pi + 0.1  # keep every action probable (rows of 2 actions still sum to 1)
     B, n, H = 20, 5000, 200
-    ests = [policy_gradient_batch(M, pi, n, seed=7, horizon=H, first_episode=b * n) for b in range(B)]
+    ests = [policy_gradient_batch(M, pi, n, seed=7, horizon=H, first_episode=b * n)
+            for b in range(B)]
     gr = np.array([e.reward_grad for e in ests])
     gc = np.array([e.cost_grad[0] for e in ests])
     jc = np.array([e.cost_estimate[0] for e in ests])
@@ -168,7 +169,8 @@ def test_estimator_is_unbiased_on_tiny_cmdp():
 
 def test_softmax_and_theta_init_by_hand():
     theta = np.array([[0.0, math.log(3.0)], [2.0, 2.0], [THETA_ZERO_PROB, 0.0]])
-    np.testing.assert_allclose(_softmax(theta), [[0.25, 0.75], [0.5, 0.5], [0.0, 1.0]], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(_softmax(theta), [[0.25, 0.75], [0.5, 0.5], [0.0, 1.0]], rtol=0,
+                               atol=1e-15)
     pi = np.array([[0.2, 0.8], [1.0, 0.0]])
     th = _theta_from_policy(pi)
     np.testing.assert_allclose(th[0], np.log([0.2, 0.8]))
@@ -197,7 +199,8 @@ def test_adaptive_step_by_hand():
     s, eta, m0, m1 = 0.2, 0.1, 10.0, 2.0
     first = s / (2 * 7 / 5 + math.sqrt(s * m1))
     m2 = m0 + 4 * eta * m1 / s + 4 * eta * 49 / (25 * s * s)
-    assert _adaptive_step(g, g_c, np.array([s]), eta, m0, m1) == pytest.approx(min(first, 1 / m2), rel=1e-14)
+    assert _adaptive_step(g, g_c, np.array([s]), eta, m0, m1) == pytest.approx(min(first, 1 / m2),
+                                                                               rel=1e-14)
     assert _adaptive_step(np.zeros((1, 2)), g_c, np.array([s]), eta, m0, m1) == 0.0
 
 
@@ -357,7 +360,8 @@ def test_seed_recorded_and_reproducible(grid_test, pi_lb):
 
 
 def test_progress_bar_does_not_change_results(grid_test, pi_lb, capsys):
-    kw = dict(n_episodes=200, first_batch=100, batch=100, horizon=30, seed=1, regret_reference=U_OPT)
+    kw = dict(n_episodes=200, first_batch=100, batch=100, horizon=30, seed=1,
+              regret_reference=U_OPT)
     quiet = lb_sgd(grid_test, pi_lb, **kw)
     loud = lb_sgd(grid_test, pi_lb, progress=True, **kw)
     assert np.array_equal(quiet.exact_reward, loud.exact_reward)

@@ -84,7 +84,8 @@ def test_value_iteration_paper_check_values():
     assert value_iteration(M1, objective="cost").value == pytest.approx(0.1655, abs=5e-5)
     assert value_iteration(M3, objective="cost").value == pytest.approx(0.7561, abs=5e-5)
     assert value_iteration(M4, objective="cost").value == pytest.approx(1.2656, abs=5e-5)
-    assert value_iteration(gridworld(0.5), objective="cost").value == pytest.approx(2.0042, abs=5e-5)
+    assert value_iteration(gridworld(0.5), objective="cost").value == pytest.approx(2.0042,
+                                                                                   abs=5e-5)
 
 
 def test_value_iteration_large_gridworld_greedy_is_optimal():
@@ -108,7 +109,8 @@ def test_value_iteration_second_constraint():
 
 
 def test_value_iteration_convergence_error(grid03):
-    with pytest.raises(ConvergenceError, match=r"max_iter=3 with residual [0-9.e+-]+ \(error bound"):
+    with pytest.raises(ConvergenceError,
+                       match=r"max_iter=3 with residual [0-9.e+-]+ \(error bound"):
         value_iteration(grid03, max_iter=3)
 
 
@@ -418,7 +420,8 @@ def test_solve_mdp_results_agree_on_larger_tasks():
         ref = value_iteration(M, tol=1e-10)
         for method, path in SOLVERS + [("auto", "auto")]:
             res = solve_mdp(M, method=method, path=path)
-            np.testing.assert_allclose(res.values, ref.values, atol=1e-8, err_msg=f"{method}/{path}")
+            np.testing.assert_allclose(res.values, ref.values, atol=1e-8,
+                                       err_msg=f"{method}/{path}")
             np.testing.assert_array_equal(res.policy, ref.policy)
 
 

@@ -22,7 +22,8 @@ TEST_NOISE = 0.33994760
 # ---------------------------------------------------------------------------
 
 def twin_padded_paths(M, pi, seed, first_index, n_traj, horizon):
-    """Episodes from the same uniforms as the kernel (stream = episode index), padded at the goal."""
+    """Episodes from the same uniforms as the kernel (stream = episode index), padded at the
+    goal."""
     P = M.P
     states = np.empty((n_traj, horizon), np.int64)
     actions = np.empty((n_traj, horizon), np.int64)
@@ -33,10 +34,12 @@ def twin_padded_paths(M, pi, seed, first_index, n_traj, horizon):
         s = min(int(np.searchsorted(np.cumsum(M.nu0), u[0], side="right")), M.n_states - 1)
         T = horizon
         for t in range(horizon):
-            a = min(int(np.searchsorted(np.cumsum(pi[s]), u[1 + 2 * t], side="right")), M.n_actions - 1)
+            a = min(int(np.searchsorted(np.cumsum(pi[s]), u[1 + 2 * t], side="right")),
+                    M.n_actions - 1)
             nxt = np.flatnonzero(P[s, a] > 0)
             cum = np.cumsum(P[s, a, nxt])
-            s_next = int(nxt[min(int(np.searchsorted(cum, u[2 + 2 * t], side="right")), nxt.size - 1)])
+            s_next = int(nxt[min(int(np.searchsorted(cum, u[2 + 2 * t], side="right")),
+                                 nxt.size - 1)])
             states[j, t], actions[j, t] = s, a
             s = s_next
             if M.absorbing[s]:
@@ -73,7 +76,8 @@ def twin_estimate(M, states, actions):
     vis = n_sa > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         adv_r = np.where(vis, q_r / n_sa - (v_r / n_s)[:, None], 0.0)
-        adv_c = np.where(vis[..., None], q_c / n_sa[..., None] - (v_c / n_s[:, None])[:, None, :], 0.0)
+        adv_c = np.where(vis[..., None],
+                         q_c / n_sa[..., None] - (v_c / n_s[:, None])[:, None, :], 0.0)
     return adv_r, adv_c, Gc[:, 0].mean(axis=0), s
 
 
@@ -115,7 +119,8 @@ def twin_step(M, pi, seed, step=0, n_traj=50, horizon=600, exact=False, **kw):
     adv_r, adv_c, j_c, buf = twin_estimate(M, st, ac)
     iters = kw.get("iters", 30)
     draws = None if exact else twin_draws(seed, step, iters, buf.size)
-    pi_u, u_used, u_last = twin_dual(pi, adv_r, adv_c, j_c, buf, M.cost_limit, M.gamma, draws=draws, **kw)
+    pi_u, u_used, u_last = twin_dual(pi, adv_r, adv_c, j_c, buf, M.cost_limit, M.gamma,
+                                     draws=draws, **kw)
     return dict(states=st, actions=ac, lengths=ln, adv_r=adv_r, adv_c=adv_c, j_c=j_c, policy=pi_u,
                 u=u_used, u_last=u_last)
 
@@ -162,7 +167,8 @@ def test_step_matches_twin(K, dual_sampling):
     for step in (0, 3):
         got = safe_meta_rl_step(M, pi, seed=11, step=step, n_trajectories=20, horizon=15,
                                 dual_sampling=dual_sampling)
-        want = twin_step(M, pi, 11, step=step, n_traj=20, horizon=15, exact=dual_sampling == "exact")
+        want = twin_step(M, pi, 11, step=step, n_traj=20, horizon=15,
+                         exact=dual_sampling == "exact")
         np.testing.assert_array_equal(got.states, want["states"])
         np.testing.assert_array_equal(got.actions, want["actions"])
         np.testing.assert_array_equal(got.lengths, want["lengths"])
@@ -191,7 +197,8 @@ def test_estimator_on_hand_path(two_state):
     actions = np.array([[0, 1, 0]], np.int64)
     adv_r, adv_c = np.empty((2, 2)), np.empty((2, 2, 1))
     j_c, hist = np.empty(1), np.empty(2, np.int64)
-    mc_advantages(states, actions, two_state.r, two_state.c, two_state.gamma, adv_r, adv_c, j_c, hist)
+    mc_advantages(states, actions, two_state.r, two_state.c, two_state.gamma, adv_r, adv_c, j_c,
+                  hist)
     # G_r = (1 + 0.5 * 0.25, 0 + 0.5 * 0.5, 0.5) = (1.125, 0.25, 0.5); V(0) = 0.6875
     np.testing.assert_allclose(adv_r, [[0.4375, -0.4375], [0.0, 0.0]])
     # G_c = (1, 0, 0); V_c(0) = 0.5
@@ -221,8 +228,8 @@ def _dual(pi, adv_r, adv_c, d_prime, lam, lam_c, gamma, beta, iters, clip=1e-10)
     out, u_used, u_last = np.empty((S, A)), np.empty(1), np.empty(1)
     buffer = np.zeros(10, np.int64)
     hist = np.array([10] + [0] * (S - 1), np.int64)
-    dual_policy(np.ascontiguousarray(pi), adv_r, adv_c, np.array([d_prime]), lam, lam_c, gamma, beta,
-                iters, clip, buffer, hist, True, 0, 0, out, u_used, u_last)
+    dual_policy(np.ascontiguousarray(pi), adv_r, adv_c, np.array([d_prime]), lam, lam_c, gamma,
+                beta, iters, clip, buffer, hist, True, 0, 0, out, u_used, u_last)
     return out, u_used[0], u_last[0]
 
 

@@ -43,7 +43,8 @@ def test_episode_matches_twin(stop):
     for index in range(20):
         st = np.empty(H + 1, np.int64)
         ac = np.empty(H + 1, np.int64)
-        T = sample_episode(7, index, pc, nc, M.succ_ptr, M.succ_next, sc, H, stop, M.absorbing, st, ac)
+        T = sample_episode(7, index, pc, nc, M.succ_ptr, M.succ_next, sc, H, stop, M.absorbing,
+                           st, ac)
         ts, ta = twin_episode(M, pi, 7, index, H, stop)
         assert T == ta.size
         np.testing.assert_array_equal(st[:T + 1], ts)

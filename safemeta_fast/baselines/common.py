@@ -69,11 +69,13 @@ class BaselineLog:
         if c.ndim == 1:
             c = c[:, None]
         if r.ndim != 1 or c.shape[0] != r.size:
-            raise ValueError(f"exact_reward (n,) and exact_cost (n, K) disagree: {r.shape}, {c.shape}")
+            raise ValueError(f"exact_reward (n,) and exact_cost (n, K) disagree: "
+                             f"{r.shape}, {c.shape}")
         object.__setattr__(self, "exact_reward", readonly(r))
         object.__setattr__(self, "exact_cost", readonly(c))
         object.__setattr__(self, "cost_limit",
-                           readonly(np.ascontiguousarray(self.cost_limit, dtype=np.float64).ravel()))
+                           readonly(np.ascontiguousarray(self.cost_limit,
+                                                         dtype=np.float64).ravel()))
         object.__setattr__(self, "policy_starts",
                            readonly(np.ascontiguousarray(self.policy_starts, dtype=np.int64)))
 
@@ -109,10 +111,11 @@ class BaselineLog:
                                             int(self.violation_episodes[0]),
                                             "episodes ran a policy with"))
         if self.stopped_on_violation:
-            lines.append(f"!!! RUN STOPPED after {self.n_episodes} of {self.n_budget} episodes before "
-                         f"deploying an unsafe policy !!!")
+            lines.append(f"!!! RUN STOPPED after {self.n_episodes} of {self.n_budget} episodes "
+                         f"before deploying an unsafe policy !!!")
         lines.append(f"{self.method}: {self.n_episodes} episodes, seed {self.seed}, "
-                     f"{self.policy_starts.size} policies; cumulative regret {self.final_regret:.6g} "
+                     f"{self.policy_starts.size} policies; cumulative regret "
+                     f"{self.final_regret:.6g} "
                      f"(reference {self.regret_reference:.6g}); max exact cost "
                      f"{self.exact_cost.max() if self.n_episodes else float('nan'):.6g} "
                      f"(limit {self.cost_limit.min():.6g}); violations {self.violations}")

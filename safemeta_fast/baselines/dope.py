@@ -86,17 +86,18 @@ stop_on_violation, violation_tol, progress
     >>> log.info["label"], log.n_episodes
     ('[inferred] discounted translation of DOPE', 60)
     """
-    args = check_dope_arguments(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
-                         reward_cap, backend, stop_on_violation, violation_tol, progress)
+    args = check_dope_arguments(M_test, pi_start, n_episodes, regret_reference, horizon, warmup,
+                                L, L_p, reward_cap, backend, stop_on_violation, violation_tol,
+                                progress)
     g = M_test.gamma
     ev_s = evaluate(M_test, args["pi_s"])
     slacks = np.asarray(M_test.cost_limit) - np.asarray(ev_s.cost)
     k = int(np.argmin(slacks))
     if not slacks[k] > 0:
         raise ValueError(
-            f"pi_start has exact cost {float(ev_s.cost[k]):.6g} on constraint {k} against the limit "
-            f"{float(M_test.cost_limit[k]):.6g}; DOPE's reward bonus needs a strictly safe start "
-            f"policy (positive slack b - V_c(pi_start) on every constraint)"
+            f"pi_start has exact cost {float(ev_s.cost[k]):.6g} on constraint {k} against the "
+            f"limit {float(M_test.cost_limit[k]):.6g}; DOPE's reward bonus needs a strictly safe "
+            f"start policy (positive slack b - V_c(pi_start) on every constraint)"
         )
     slack = float(slacks[k])
 

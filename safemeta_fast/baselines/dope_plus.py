@@ -154,7 +154,8 @@ def reward_cap_value(mode, r: np.ndarray) -> float | None:
     return None
 
 
-def optimistic_reward(r: np.ndarray, conf: np.ndarray, scale: float, cap: float | None) -> np.ndarray:
+def optimistic_reward(r: np.ndarray, conf: np.ndarray, scale: float,
+                      cap: float | None) -> np.ndarray:
     """``r_tilde = min(r + scale * conf, cap)`` (no ``min`` when ``cap`` is None), shape (S, A)."""
     rt = np.asarray(r, dtype=np.float64) + scale * conf
     return rt if cap is None else np.minimum(rt, cap)
@@ -589,7 +590,7 @@ def dope_plus(M_test: CMDP, pi_start, *, n_episodes: int = 40_000, regret_refere
            maximise   sum r_tilde x / (1-gamma),  r_tilde = min(r + reward_bonus_scale conf, cap)
            s.t.       sum (c_k + conf) x / (1-gamma) <= b_k                 (K rows)
                       sum_a x(s,a) - gamma sum P_hat(s|s',a') x(s',a') <= (1-gamma) nu0(s) + w(s)
-                      -[same]                                              <= -(1-gamma) nu0(s) + w(s)
+                      -[same]                                          <= -(1-gamma) nu0(s) + w(s)
 
        and play ``pi = x(s,.)/sum_a x(s,a)`` (uniform where the sum <= 1e-10), or
        ``pi_start`` if the LP fails.
@@ -662,8 +663,9 @@ def dope_plus(M_test: CMDP, pi_start, *, n_episodes: int = 40_000, regret_refere
     >>> log.n_episodes, int(log.policy_starts[0]), log.info["n_lp"]
     (60, 0, 10)
     """
-    args = check_dope_arguments(M_test, pi_start, n_episodes, regret_reference, horizon, warmup, L, L_p,
-                         reward_cap, backend, stop_on_violation, violation_tol, progress)
+    args = check_dope_arguments(M_test, pi_start, n_episodes, regret_reference, horizon, warmup,
+                                L, L_p, reward_cap, backend, stop_on_violation, violation_tol,
+                                progress)
     conf_K = check_real("conf_K", conf_K, lo=0.0, lo_open=True)
     g = M_test.gamma
     if reward_bonus_scale is None:

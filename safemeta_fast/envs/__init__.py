@@ -15,7 +15,8 @@ from .families import (
     paper_noise_distribution,
 )
 
-__all__ += ["GridworldFamily", "GridworldCostFamily", "RandomCMDPFamily", "paper_noise_distribution"]
+__all__ += ["GridworldFamily", "GridworldCostFamily", "RandomCMDPFamily",
+            "paper_noise_distribution"]
 
 _LAZY = {"CMDPEnv": "gym", "SafeCMDPEnv": "gym", "TaskFamilyEnv": "gym", "run_env": "loop"}
 __all__ += list(_LAZY)
