@@ -13,7 +13,6 @@ when ``V_c^k(pi) <= cost_limit[k]`` for every k.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .validation import (
