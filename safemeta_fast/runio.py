@@ -72,6 +72,7 @@ __all__ = [
     "remove_stale_temporaries",
     "csv_text",
     "load_unit",
+    "notify",
     "acquire_lock",
     "release_lock",
     "run_lock",
@@ -417,12 +418,17 @@ def load_unit(path, *, required: dict | None = None, metadata_only: bool = False
     try:
         return load_npz(path, required=required, metadata_only=metadata_only)
     except NpzReadError as exc:
-        message = f"unreadable unit {path}, will be re-run ({exc.reason})"
-        if echo is None:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-        else:
-            echo(message)
+        notify(f"unreadable unit {path}, will be re-run ({exc.reason})", echo, stacklevel=3)
         return None
+
+
+def notify(message: str, echo=None, *, stacklevel: int = 2) -> None:
+    """Report ``message`` through ``echo`` (a callable taking a str), or as a
+    :class:`RuntimeWarning` when ``echo`` is None."""
+    if echo is None:
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
+    else:
+        echo(message)
 
 
 # ---------------------------------------------------------------------------
