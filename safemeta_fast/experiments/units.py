@@ -602,9 +602,11 @@ def check_unit(path, expect: dict, *, metadata_only: bool = False, echo=None):
     wrong = [f"{key}: recorded {meta.get(key)!r}, expected {want!r}"
              for key, want in expect.items() if key not in ("result_hash", "inputs")
              and meta.get(key) != want]
-    recorded = meta.get("inputs") or {}
+    recorded = meta.get("inputs")
     if expect["inputs"] is None:
         wrong.append("some of its inputs are missing from the folder")
+    elif not isinstance(recorded, dict):
+        wrong.append("it records no input hashes (written by an older version)")
     else:
         wrong += [f"input {name}: recorded hash {recorded.get(name)!r}, the folder's is {h!r}"
                   for name, h in expect["inputs"].items() if recorded.get(name) != h]
