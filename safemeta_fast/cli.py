@@ -73,14 +73,15 @@ def cmd_demo(args) -> int:
         ro = rollout(M, lp.policy, args.episodes, args.horizon, seed=args.seed)
         ro_s = time.perf_counter() - t0
         se = ro.reward.std(ddof=1) / np.sqrt(args.episodes)
-        print(f"{noise:6.3f} | {_fmt(lp.reward)} {_fmt(lp.cost[0], 8)} {_fmt(ev.reward)} {mc:9.4f} | "
+        print(f"{noise:6.3f} | {_fmt(lp.reward)} {_fmt(lp.cost[0], 8)} {_fmt(ev.reward)} "
+              f"{mc:9.4f} | "
               f"{_fmt(pd.reward)} {_fmt(pd.cost[0], 8)} | {_fmt(ro.reward.mean())} {se:6.3f} "
               f"{_fmt(ro.cost[:, 0].mean(), 8)} | {lp_ms:7.1f} {pd_s:6.2f} "
               f"{args.episodes * args.horizon / ro_s / 1e6:11.1f}")
-    print("\nLP = exact occupancy LP (warm-started HiGHS); exact V_r = closed-form evaluation of the "
-          "LP policy; GDA = entropy-regularised primal-dual (beta 0.1, 10^4 iterations); MC = "
-          "rollouts of the LP policy (closed-form finish at the absorbing goal). Timings include "
-          "numba compilation on the first row unless the cache is warm.")
+    print("\nLP = exact occupancy LP (warm-started HiGHS); exact V_r = closed-form evaluation "
+          "of the LP policy; GDA = entropy-regularised primal-dual (beta 0.1, 10^4 iterations); "
+          "MC = rollouts of the LP policy (closed-form finish at the absorbing goal). Timings "
+          "include numba compilation on the first row unless the cache is warm.")
     return 0
 
 
@@ -124,11 +125,13 @@ def cmd_train(args) -> int:
         print(f"  N={r['n_tasks']:>7}  |U|={r['n_cover']:>3}  uncovered={r['n_uncovered']:>6}  "
               f"test={r['test_value']:.4f} {'(passed)' if r['passed'] else ''}  "
               f"exact distances={r['n_exact_distances']}")
-    print(f"safe policy: {info['safe_policy_source']}; verified on {info['n_verified_tasks']} tasks; "
+    print(f"safe policy: {info['safe_policy_source']}; verified on "
+          f"{info['n_verified_tasks']} tasks; "
           f"xi_hat = {ps.xi_hat:.4f} (worst: {info['worst_task']['label']})")
     out = info["outside_cover"]
     if out["n_tasks"]:
-        print(f"outside the cover: {out['n_tasks']} sampled tasks, pi_s unsafe on {out['n_unsafe']} "
+        print(f"outside the cover: {out['n_tasks']} sampled tasks, pi_s unsafe on "
+              f"{out['n_unsafe']} "
               f"(min slack {out['min_slack']:.4f} at {out['worst']})")
     pre = info["precondition"]
     print(f"paper precondition (8L+18) eps <= xi (normalised): {pre['lhs_(8L+18)eps']:.4g} <= "
@@ -202,9 +205,11 @@ def cmd_test(args) -> int:
     if args.profile == "certified":
         flat = [log for row in logs for log in row]
         refuted = sum(log.refuted_at >= 0 for log in flat)
-        print(f"certified: mean weight on candidates {np.mean([l.mean_candidate_weight for l in flat]):.4f}; "
-              f"{sum(l.uncertified for l in flat)} uncertified pi_s episodes; calibration refuted "
-              f"in {refuted} runs; delta_cal {ad.delta_cal:g} + delta_test {ad.delta_test:g}")
+        weight = np.mean([log.mean_candidate_weight for log in flat])
+        print(f"certified: mean weight on candidates {weight:.4f}; "
+              f"{sum(log.uncertified for log in flat)} uncertified pi_s episodes; calibration "
+              f"refuted in {refuted} runs; delta_cal {ad.delta_cal:g} + "
+              f"delta_test {ad.delta_test:g}")
     print(f"time: {seconds:.2f} s for the runs")
     return 0
 

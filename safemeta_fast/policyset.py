@@ -5,9 +5,11 @@ predicted reward ``u[i]`` and slacks ``v[i, k] = b[k] - V_c^k(pi_i)``, the exact
 ``u_s[i]``, ``v_s[i, k]`` of the safe policy on that task, the safe policy itself, the
 cover tasks' parameters and the training record.
 
-On disk it is one ``.npz`` file (no pickle): the arrays plus a JSON metadata document
-(schema version, scalars, training rounds, package version, and a SHA-256 checksum of
-every array). ``save`` writes a temporary file next to the target and renames it, so an
+On disk it is one ``.npz`` file (no pickle), written and read by the package's one npz
+writer and reader (:func:`safemeta_fast.runio.save_npz` / :func:`~safemeta_fast.runio.read_npz`,
+shared with run-folder units): the arrays plus a JSON metadata document (schema version,
+scalars, training rounds, package version, and a SHA-256 checksum of the arrays and the
+metadata). ``save`` writes a temporary file next to the target and renames it, so an
 interrupted save never leaves a half-written artifact; ``load`` validates the schema,
 the checksum, and every shape and value, and raises :class:`ArtifactError` with a clear
 message for a truncated or tampered file.
@@ -20,23 +22,19 @@ calibration, with a warning saying how to add one).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import numbers
-import os
-import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .validation import readonly
 from .errors import SafeMetaError
-from .validation import check_stochastic
+from .runio import NpzReadError, npz_digest, read_npz, save_npz
+from .validation import check_stochastic, readonly
 
-__all__ = ["PolicySet", "ArtifactError", "SCHEMA_VERSION"]
+__all__ = ["PolicySet", "ArtifactError", "SCHEMA_VERSION", "ARRAY_NAMES"]
 
 #: Version of the on-disk layout; bumped on any incompatible change.
 SCHEMA_VERSION = 2
@@ -44,28 +42,13 @@ SCHEMA_VERSION = 2
 _READABLE = (1, 2)
 _CAL_PREFIX = "cal_"
 
-_ARRAYS = ("policies", "u", "v", "u_s", "v_s", "safe_policy", "cover_params", "cost_limit")
-_META_KEY = "__metadata__"
+#: The arrays every policy set file holds (schema 1 checksums them in this order).
+ARRAY_NAMES = ("policies", "u", "v", "u_s", "v_s", "safe_policy", "cover_params",
+               "cost_limit")
 
 
 class ArtifactError(SafeMetaError):
     """A saved artifact is missing, truncated, tampered with, or of another schema."""
-
-
-def _digest(arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
-    """SHA-256 over every array (sorted by name) and, from schema 2 on, the metadata."""
-    h = hashlib.sha256()
-    names = _ARRAYS if meta is None else sorted(arrays)
-    for name in names:
-        a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(a.dtype).encode())
-        h.update(repr(a.shape).encode())
-        h.update(a.tobytes())
-    if meta is not None:
-        body = {k: v for k, v in meta.items() if k != "sha256"}
-        h.update(json.dumps(body, sort_keys=True, allow_nan=False).encode("utf-8"))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,14 +146,17 @@ class PolicySet:
                   "delta": (0.0, 1.0, True, True), "xi_hat": (0.0, None, True, False)}
         for name, (lo, hi, lo_open, hi_open) in bounds.items():
             val = getattr(self, name)
-            if isinstance(val, (bool, np.bool_)) or not isinstance(val, (numbers.Real, np.floating)):
+            real = isinstance(val, (numbers.Real, np.floating))
+            if isinstance(val, (bool, np.bool_)) or not real:
                 raise TypeError(f"{name} must be a real number; got {type(val).__name__} {val!r}")
             val = float(val)
             ok = np.isfinite(val) and (val > lo if lo_open else val >= lo)
             if hi is not None:
                 ok = ok and (val < hi if hi_open else val <= hi)
             if not ok:
-                rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+                left = "(" if lo_open else "["
+                right = ")" if hi_open or hi is None else "]"
+                rng = f"{left}{lo}, {hi if hi is not None else 'inf'}{right}"
                 raise ValueError(f"{name} is {val!r}; it must be finite and in {rng}")
             object.__setattr__(self, name, val)
         object.__setattr__(self, "seed", int(self.seed))
@@ -185,13 +171,14 @@ class PolicySet:
 
             cal = self.calibration
             if not isinstance(cal, Calibration):
-                raise TypeError(f"calibration must be a Calibration or None; got {type(cal).__name__}")
+                raise TypeError("calibration must be a Calibration or None; got "
+                                f"{type(cal).__name__}")
             if cal.values.shape[1:] != (n + 1, K + 1):
-                raise ValueError(f"calibration values are for (m, T) = {cal.values.shape[1:]}; this "
-                                 f"policy set needs {(n + 1, K + 1)}")
+                raise ValueError(f"calibration values are for (m, T) = {cal.values.shape[1:]}; "
+                                 f"this policy set needs {(n + 1, K + 1)}")
             if cal.nu0 is not None and cal.cv_values.shape[1] != S:
-                raise ValueError(f"calibration control variate has {cal.cv_values.shape[1]} states; "
-                                 f"the policies have {S}")
+                raise ValueError("calibration control variate has "
+                                 f"{cal.cv_values.shape[1]} states; the policies have {S}")
 
     # -- shape helpers --------------------------------------------------------------
 
@@ -214,8 +201,8 @@ class PolicySet:
     # -- persistence ------------------------------------------------------------------
 
     def _payload(self) -> tuple[dict, dict]:
-        """(arrays, metadata) exactly as stored; the digest covers both."""
-        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        """(arrays, metadata) exactly as stored; the writer's checksum covers both."""
+        arrays = {name: np.asarray(getattr(self, name)) for name in ARRAY_NAMES}
         meta = {
             "schema_version": SCHEMA_VERSION,
             "kind": "safemeta_fast.PolicySet",
@@ -241,7 +228,6 @@ class PolicySet:
                 "arrays": present, "info": cal.info,
                 **{name: getattr(cal, name) for name in cal.SCALARS},
             }
-        meta["sha256"] = _digest(arrays, meta)
         return arrays, meta
 
     def save(self, path) -> Path:
@@ -252,26 +238,12 @@ class PolicySet:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            payload, meta = self._payload()
-            meta_s = json.dumps(meta, sort_keys=True, allow_nan=False)
+            arrays, meta = self._payload()
+            json.dumps(meta, allow_nan=False)  # plain JSON only: nothing converted silently
         except (TypeError, ValueError) as exc:
             raise ValueError(f"PolicySet metadata is not JSON-serialisable: {exc}") from None
-        payload[_META_KEY] = np.frombuffer(meta_s.encode("utf-8"), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return save_npz(path, arrays, meta, compress=False)
 
     @classmethod
     def load(cls, path) -> "PolicySet":
@@ -284,33 +256,24 @@ class PolicySet:
         if not path.exists():
             raise FileNotFoundError(f"no policy set at {path}")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                files = set(data.files)
-                missing = [k for k in (*_ARRAYS, _META_KEY) if k not in files]
-                if missing:
-                    raise ArtifactError(f"{path}: not a PolicySet artifact (missing {missing})")
-                arrays = {k: np.array(data[k]) for k in files if k != _META_KEY}
-                meta_bytes = bytes(np.asarray(data[_META_KEY], dtype=np.uint8))
-        except ArtifactError:
-            raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
-                NotImplementedError) as exc:
-            raise ArtifactError(f"{path}: unreadable or truncated artifact ({exc})") from None
-        try:
-            meta = json.loads(meta_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{path}: metadata is not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("kind") != "safemeta_fast.PolicySet":
-            kind = meta.get("kind") if isinstance(meta, dict) else None
-            raise ArtifactError(f"{path}: metadata kind is {kind!r}, not a PolicySet")
+            content = read_npz(path, verify=False)  # the checksum depends on the schema
+        except NpzReadError as exc:
+            what = "unreadable or truncated artifact" if exc.damaged else "not a PolicySet artifact"
+            raise ArtifactError(f"{path}: {what} ({exc.reason})") from None
+        arrays, meta = content.arrays, content.metadata
+        missing = [k for k in ARRAY_NAMES if k not in arrays]
+        if missing:
+            raise ArtifactError(f"{path}: not a PolicySet artifact (missing {missing})")
+        if meta.get("kind") != "safemeta_fast.PolicySet":
+            raise ArtifactError(f"{path}: metadata kind is {meta.get('kind')!r}, not a PolicySet")
         version = meta.get("schema_version")
         if version not in _READABLE:
-            raise ArtifactError(
-                f"{path}: schema version {version!r}; this package reads versions {list(_READABLE)}")
-        if version == 1:
-            ok = _digest({k: arrays[k] for k in _ARRAYS}) == meta.get("sha256")
+            raise ArtifactError(f"{path}: schema version {version!r}; this package reads "
+                                f"versions {list(_READABLE)}")
+        if version == 1:  # arrays only, in their fixed order
+            ok = npz_digest(arrays, names=ARRAY_NAMES) == content.stored_digest
         else:
-            ok = _digest(arrays, meta) == meta.get("sha256")
+            ok = content.digest == content.stored_digest
         if not ok:
             raise ArtifactError(f"{path}: checksum mismatch, the arrays or the metadata were "
                                 "modified after saving")
@@ -329,7 +292,7 @@ class PolicySet:
                     **{name: arrays.get(_CAL_PREFIX + name) for name in Calibration.ARRAYS},
                     **{name: cm[name] for name in Calibration.SCALARS}, info=cm["info"])
             return cls(
-                **{k: arrays[k] for k in _ARRAYS},
+                **{k: arrays[k] for k in ARRAY_NAMES},
                 gamma=meta["gamma"], eps=meta["eps"], delta=meta["delta"],
                 xi_hat=meta["xi_hat"], seed=meta["seed"], rounds=meta["rounds"],
                 info=meta["info"], version=meta["package_version"], calibration=cal,

@@ -13,11 +13,15 @@ A run folder can be locked by one process at a time: :func:`acquire_lock` /
 over.
 
 Array files are ``.npz`` without pickle: the arrays plus one JSON metadata document
-stored as a 0-d unicode array under :data:`META_KEY`. :func:`load_npz` checks that the
-file opens, that every member decompresses with a correct CRC (also with
-``metadata_only``), that the metadata parses, and that the arrays the caller requires are
-present with the expected number of dimensions, and raises :class:`RunFolderError`
-otherwise. :func:`load_unit` turns that into "unreadable unit <path>, will be re-run".
+stored as UTF-8 bytes under :data:`META_KEY`, holding a SHA-256 checksum of the arrays
+*and* the metadata (:func:`npz_digest`, key :data:`DIGEST_KEY`). :func:`save_npz` is the
+one writer and :func:`read_npz` the one reader, for run-folder units and for
+:class:`~safemeta_fast.policyset.PolicySet` artifacts alike. :func:`read_npz` checks that
+the file opens, that every member decompresses with a correct CRC (also with
+``metadata_only``), that the metadata parses, that the checksum matches, and that the
+arrays the caller requires are present with the expected number of dimensions, and raises
+:class:`RunFolderError` otherwise. :func:`load_unit` turns that into "unreadable unit
+<path>, will be re-run".
 
 Examples
 --------
@@ -41,6 +45,7 @@ import tempfile
 import warnings
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,19 +54,25 @@ from .errors import SafeMetaError
 
 __all__ = [
     "RunFolderError",
+    "NpzReadError",
     "META_KEY",
     "TMP_SUFFIX",
     "atomic_write_bytes",
     "write_json",
     "read_json",
     "save_npz",
+    "read_npz",
     "load_npz",
+    "NpzContent",
+    "npz_digest",
+    "DIGEST_KEY",
     "canonical_json",
     "config_hash",
     "config_diff",
     "remove_stale_temporaries",
     "csv_text",
     "load_unit",
+    "notify",
     "acquire_lock",
     "release_lock",
     "run_lock",
@@ -71,6 +82,8 @@ __all__ = [
 
 #: Key of the JSON metadata document inside every ``.npz`` written here.
 META_KEY = "__metadata__"
+#: Metadata key of the checksum :func:`save_npz` adds (see :func:`npz_digest`).
+DIGEST_KEY = "sha256"
 #: Suffix of temporary files (never a final name).
 TMP_SUFFIX = ".partial"
 #: Name of the lock file of a run folder (JSON: ``{"pid": ..., "host": ...}``).
@@ -81,6 +94,27 @@ FILE_MODE = 0o644
 
 class RunFolderError(SafeMetaError):
     """A run folder holds a file that is unreadable, incomplete, or from another configuration."""
+
+
+class NpzReadError(RunFolderError):
+    """:func:`read_npz` could not read a file as an ``.npz`` of this package.
+
+    Attributes
+    ----------
+    path : Path
+    reason : str
+        The message without the path.
+    damaged : bool
+        True when the file itself cannot be opened or decompressed (truncated, corrupt
+        compressed data, not a zip); False when it opens but its content is wrong (no
+        metadata, invalid JSON, checksum mismatch, a required array missing).
+    """
+
+    def __init__(self, path, reason: str, *, damaged: bool):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+        self.damaged = damaged
 
 
 def _jsonable(obj):
@@ -197,8 +231,40 @@ def read_json(path) -> dict:
     return obj
 
 
+def npz_digest(arrays: dict, metadata: dict | None = None, *, names=None) -> str:
+    """SHA-256 (hex) over arrays and, when given, a JSON metadata document.
+
+    Each array contributes its name, dtype, shape and bytes, in sorted name order (or in
+    the order of ``names``); the metadata contributes ``json.dumps(..., sort_keys=True)``
+    of every key except :data:`DIGEST_KEY`. This is the checksum :func:`save_npz` stores
+    and :func:`read_npz` verifies, for run-folder units and policy sets alike.
+
+    Examples
+    --------
+    >>> a = {"x": np.arange(3.0)}
+    >>> npz_digest(a, {"k": 1}) == npz_digest(a, {"k": 1, DIGEST_KEY: "ignored"})
+    True
+    >>> npz_digest(a, {"k": 1}) != npz_digest(a, {"k": 2})
+    True
+    """
+    h = hashlib.sha256()
+    for name in (sorted(arrays) if names is None else names):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    if metadata is not None:
+        body = {k: v for k, v in metadata.items() if k != DIGEST_KEY}
+        h.update(json.dumps(body, sort_keys=True, allow_nan=False).encode("utf-8"))
+    return h.hexdigest()
+
+
 def save_npz(path, arrays: dict, metadata: dict, *, compress: bool = True) -> Path:
     """Atomically write ``arrays`` plus a JSON ``metadata`` document to one ``.npz`` file.
+
+    The metadata is stored as UTF-8 bytes under :data:`META_KEY`, with the checksum
+    :func:`npz_digest` of the arrays and the metadata added under :data:`DIGEST_KEY`.
 
     Parameters
     ----------
@@ -206,24 +272,52 @@ def save_npz(path, arrays: dict, metadata: dict, *, compress: bool = True) -> Pa
     arrays : dict of str -> array_like
         Numeric arrays (object arrays are refused: files load without pickle).
     metadata : dict
-        JSON-serialisable (numpy scalars are converted).
+        JSON-serialisable (numpy scalars are converted, NaN and infinities become strings).
     compress : bool, default True
     """
     if META_KEY in arrays:
         raise ValueError(f"arrays must not use the reserved key {META_KEY!r}")
+    if DIGEST_KEY in metadata:
+        raise ValueError(f"metadata must not use the reserved key {DIGEST_KEY!r}")
     payload = {}
     for name, a in arrays.items():
         a = np.asarray(a)
         if a.dtype == object:
             raise TypeError(f"arrays[{name!r}] has dtype object; store numeric arrays only")
         payload[name] = a
-    payload[META_KEY] = np.array(canonical_json(metadata))
+    meta = _jsonable(metadata)
+    meta[DIGEST_KEY] = npz_digest(payload, meta)
+    payload[META_KEY] = np.frombuffer(canonical_json(meta).encode("utf-8"), dtype=np.uint8)
     save = np.savez_compressed if compress else np.savez
     return _atomic_write(path, lambda fh: save(fh, **payload))
 
 
-def load_npz(path, *, required: dict | None = None, metadata_only: bool = False) -> tuple:
-    """Load a file written by :func:`save_npz` and validate it.
+@dataclass(frozen=True)
+class NpzContent:
+    """What :func:`read_npz` read from one file.
+
+    Attributes
+    ----------
+    arrays : dict of str -> numpy.ndarray
+        Every array (empty when read with ``metadata_only``).
+    metadata : dict
+        The JSON metadata without the stored checksum.
+    digest : str
+        :func:`npz_digest` of the arrays and metadata as read (equal to the stored
+        checksum when it was verified): the content hash of the file.
+    stored_digest : str or None
+        The checksum recorded in the file (None for files written before it existed).
+    """
+
+    arrays: dict
+    metadata: dict
+    digest: str
+    stored_digest: str | None
+
+
+def read_npz(path, *, required: dict | None = None, metadata_only: bool = False,
+             verify: bool = True) -> NpzContent:
+    """Read and validate a file written by :func:`save_npz` (the one ``.npz`` reader).
 
     Parameters
     ----------
@@ -231,46 +325,71 @@ def load_npz(path, *, required: dict | None = None, metadata_only: bool = False)
     required : dict of str -> int, optional
         Array names that must be present, with their number of dimensions.
     metadata_only : bool, default False
-        Check the required names against the archive's listing and read only the
-        metadata (the arrays dict is then empty; dimensions are not checked).
+        Return no arrays (every member is still decompressed and CRC-checked, and the
+        checksum verified: a file with a corrupted array never passes as readable).
+    verify : bool, default True
+        Compare the stored checksum (when the file has one) with the content.
+
+    Returns
+    -------
+    NpzContent
+
+    Raises
+    ------
+    NpzReadError
+        (a :class:`RunFolderError`) when the file is truncated, not an npz, its compressed
+        data is corrupt, it lacks metadata or a required array, an array has the wrong
+        number of dimensions, or the checksum does not match the content.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error,
+            NotImplementedError) as exc:
+        raise NpzReadError(path, f"not a readable .npz file ({type(exc).__name__}: {exc}); "
+                                 "delete it to recompute", damaged=True) from None
+    if META_KEY not in arrays:
+        raise NpzReadError(path, f"no {META_KEY!r} entry; not written by safemeta_fast.runio",
+                           damaged=False)
+    raw = arrays.pop(META_KEY)
+    try:
+        # UTF-8 bytes; files written before the checksum existed hold a 0-d unicode array
+        text = bytes(raw).decode("utf-8") if raw.dtype == np.uint8 else str(raw[()])
+        meta = json.loads(text)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise NpzReadError(path, f"metadata is not valid JSON ({exc})", damaged=False) from None
+    if not isinstance(meta, dict):
+        raise NpzReadError(path, f"metadata is a {type(meta).__name__}, not a JSON object",
+                           damaged=False)
+    stored = meta.pop(DIGEST_KEY, None)
+    digest = npz_digest(arrays, meta)
+    if verify and stored is not None and stored != digest:
+        raise NpzReadError(path, "checksum mismatch, the arrays or the metadata were modified "
+                                 "after saving", damaged=False)
+    for name, ndim in (required or {}).items():
+        if name not in arrays:
+            raise NpzReadError(path, f"array {name!r} is missing; present: {sorted(arrays)}",
+                               damaged=False)
+        if arrays[name].ndim != ndim:
+            raise NpzReadError(path, f"array {name!r} has shape {arrays[name].shape}; expected "
+                                     f"{ndim} dimension(s)", damaged=False)
+    return NpzContent(arrays={} if metadata_only else arrays, metadata=meta, digest=digest,
+                      stored_digest=stored)
+
+
+def load_npz(path, *, required: dict | None = None, metadata_only: bool = False) -> tuple:
+    """``(arrays, metadata)`` of :func:`read_npz` (checksum verified).
 
     Returns
     -------
     (dict of str -> numpy.ndarray, dict)
         The arrays (loaded into memory) and the metadata.
-
-    Raises
-    ------
-    RunFolderError
-        When the file is truncated, not an npz, lacks metadata or a required array, or
-        an array has the wrong number of dimensions.
     """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            # every member is decompressed (CRC-checked by zipfile) even for metadata_only:
-            # a unit with a corrupted array must not pass as finished
-            arrays = {k: z[k] for k in z.files}
-            names = set(arrays)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise RunFolderError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); "
-                             "delete it to recompute") from None
-    if META_KEY not in arrays:
-        raise RunFolderError(f"{path}: no {META_KEY!r} entry; not written by safemeta_fast.runio")
-    try:
-        meta = json.loads(str(arrays.pop(META_KEY)[()]))
-    except ValueError as exc:
-        raise RunFolderError(f"{path}: metadata is not valid JSON ({exc})") from None
-    for name, ndim in (required or {}).items():
-        if name not in names:
-            raise RunFolderError(f"{path}: array {name!r} is missing; present: "
-                                 f"{sorted(names - {META_KEY})}")
-        if arrays[name].ndim != ndim:
-            raise RunFolderError(f"{path}: array {name!r} has shape {arrays[name].shape}; "
-                                 f"expected {ndim} dimension(s)")
-    return ({} if metadata_only else arrays), meta
+    content = read_npz(path, required=required, metadata_only=metadata_only)
+    return content.arrays, content.metadata
 
 
 def load_unit(path, *, required: dict | None = None, metadata_only: bool = False,
@@ -298,16 +417,18 @@ def load_unit(path, *, required: dict | None = None, metadata_only: bool = False
         return None
     try:
         return load_npz(path, required=required, metadata_only=metadata_only)
-    except RunFolderError as exc:
-        reason = str(exc)
-        prefix = f"{path}: "
-        reason = reason[len(prefix):] if reason.startswith(prefix) else reason
-        message = f"unreadable unit {path}, will be re-run ({reason})"
-        if echo is None:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-        else:
-            echo(message)
+    except NpzReadError as exc:
+        notify(f"unreadable unit {path}, will be re-run ({exc.reason})", echo, stacklevel=3)
         return None
+
+
+def notify(message: str, echo=None, *, stacklevel: int = 2) -> None:
+    """Report ``message`` through ``echo`` (a callable taking a str), or as a
+    :class:`RuntimeWarning` when ``echo`` is None."""
+    if echo is None:
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
+    else:
+        echo(message)
 
 
 # ---------------------------------------------------------------------------

@@ -278,7 +278,8 @@ def test_tampered_metadata_or_calibration_is_refused(ps, tmp_path, edit):
 
 
 def test_schema_1_file_loads_with_advice(ps, tmp_path):
-    from safemeta_fast.policyset import _ARRAYS, _digest
+    from safemeta_fast.policyset import ARRAY_NAMES
+    from safemeta_fast.runio import npz_digest
 
     src = ps.save(tmp_path / "ps.npz")
 
@@ -287,7 +288,7 @@ def test_schema_1_file_loads_with_advice(ps, tmp_path):
             del arrays[k]
         meta.pop("calibration")
         meta["schema_version"] = 1
-        meta["sha256"] = _digest({k: arrays[k] for k in _ARRAYS})
+        meta["sha256"] = npz_digest(arrays, names=ARRAY_NAMES)
 
     _rewrite(src, tmp_path / "v1.npz", to_v1)
     with pytest.warns(UserWarning, match=r"calibrate\(ps, family\)"):

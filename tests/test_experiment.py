@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 
 from safemeta_fast.cli import main
-from safemeta_fast.experiments import paper
+from safemeta_fast.experiments import summary as paper_summary
+from safemeta_fast.experiments import units
 from safemeta_fast.experiments.paper import (
     METHODS,
     ConfigMismatchError,
     PaperConfig,
     derive_seed,
+    format_summary,
     run_paper,
     summarise,
 )
@@ -85,7 +87,7 @@ def test_unit_files_hold_consistent_arrays(folder):
     cfg = json.loads((out / "config.json").read_text())
     tasks = json.loads((out / "tasks.json").read_text())["tasks"]
     for path in _unit_files(out):
-        arrays, meta = load_npz(path, required=paper._UNIT_ARRAYS)
+        arrays, meta = load_npz(path, required=units.UNIT_ARRAYS)
         m, t = meta["method"], meta["task"]
         assert path.parent.name == m and path.name == f"task{t}_seed{meta['seed_index']}.npz"
         r, c, reg = arrays["exact_reward"], arrays["exact_cost"], arrays["regret"]
@@ -132,7 +134,8 @@ def test_summary_equals_recomputation(folder):
         assert e["runs_with_violations"] == sum(v > 0 for v in viol)
         assert e["wall_time_s"] == pytest.approx(wall, rel=1e-12)
         assert e["paper_mean_final_regret"] == METHODS[m].paper_mean
-        assert float(rows[m]["mean_final_regret"]) == pytest.approx(e["mean_final_regret"], rel=1e-9)
+        assert float(rows[m]["mean_final_regret"]) == pytest.approx(e["mean_final_regret"],
+                                                                     rel=1e-9)
         assert int(rows[m]["total_violations"]) == e["total_violations"]
     assert summary["methods"]["safe_pce"]["paper_mean_final_regret"] == 40_000
     assert summary["methods"]["safe_policy"]["paper_mean_final_regret"] == 95_500
@@ -228,7 +231,7 @@ def test_damaged_unit_and_stale_temporary_are_recomputed(folder, tmp_path):
                                 warmup=150), out, jobs=1, progress=False, figures=False,
                     echo=notes.append)
     assert run.n_run == 1 and run.n_skipped == 1
-    assert any("recomputing" in n for n in notes)
+    assert any(n.startswith(f"unreadable unit {path}, will be re-run") for n in notes)
     assert not stale.exists()
     again, _ = load_npz(path)
     np.testing.assert_array_equal(again["regret"], good["regret"])
@@ -238,7 +241,7 @@ def test_interrupt_keeps_finished_units(tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = PaperConfig(methods=("safe_policy",), n_tasks=2, n_episodes=50)
     calls = []
-    original = paper._RUNNERS["safe_policy"]
+    original = units.RUNNERS["safe_policy"]
 
     def flaky(ctx, M, job):
         calls.append(job["task"])
@@ -246,13 +249,13 @@ def test_interrupt_keeps_finished_units(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(ctx, M, job)
 
-    monkeypatch.setitem(paper._RUNNERS, "safe_policy", flaky)
+    monkeypatch.setitem(units.RUNNERS, "safe_policy", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_paper(cfg, out, jobs=1, progress=False, figures=False, echo=lambda *a: None)
     done = _unit_files(out)
     assert len(done) == 1
-    load_npz(done[0], required=paper._UNIT_ARRAYS)  # complete, readable
-    monkeypatch.setitem(paper._RUNNERS, "safe_policy", original)
+    load_npz(done[0], required=units.UNIT_ARRAYS)  # complete, readable
+    monkeypatch.setitem(units.RUNNERS, "safe_policy", original)
     run = run_paper(cfg, out, jobs=1, progress=False, figures=False, echo=lambda *a: None)
     assert (run.n_run, run.n_skipped) == (1, 1)
 
@@ -361,10 +364,10 @@ def test_config_hash_and_diff():
 
 def test_bands_ignore_stopped_runs():
     X = np.array([[1.0, 2.0, 3.0], [3.0, 4.0, np.nan], [5.0, 6.0, np.nan]])
-    b = paper._bands("regret", X)
+    b = paper_summary.bands("regret", X)
     np.testing.assert_allclose(b["regret_mean"], [3.0, 4.0, 3.0])
     np.testing.assert_allclose(b["regret_q10"], np.nanquantile(X, 0.1, axis=0))
-    full = paper._bands("cost", X[:, :2])
+    full = paper_summary.bands("cost", X[:, :2])
     np.testing.assert_allclose(full["cost_q90"], np.quantile(X[:, :2], 0.9, axis=0))
 
 
@@ -419,14 +422,14 @@ def test_cli_quick_preset_with_overrides(tmp_path):
 
 
 def test_failing_unit_is_reported_and_others_go_on(tmp_path, monkeypatch):
-    original = paper._RUNNERS["safe_policy"]
+    original = units.RUNNERS["safe_policy"]
 
     def broken(ctx, M, job):
         if job["task"] == 0:
             raise ValueError("boom in task 0")
         return original(ctx, M, job)
 
-    monkeypatch.setitem(paper._RUNNERS, "safe_policy", broken)
+    monkeypatch.setitem(units.RUNNERS, "safe_policy", broken)
     notes = []
     run = run_paper(PaperConfig(methods=("safe_policy",), n_tasks=2, n_episodes=50), tmp_path,
                     jobs=1, progress=False, figures=False, echo=notes.append)
@@ -436,7 +439,7 @@ def test_failing_unit_is_reported_and_others_go_on(tmp_path, monkeypatch):
     assert not (tmp_path / "runs" / "safe_policy" / "task0_seed0.npz").exists()
     e = run.summary["methods"]["safe_policy"]
     assert (e["n_runs"], e["n_expected"]) == (1, 2)
-    assert "only 1 of 2 runs finished" in paper.format_summary(run.summary)
+    assert "only 1 of 2 runs finished" in format_summary(run.summary)
 
 
 def test_summary_covers_every_method_on_disk(folder, tmp_path):

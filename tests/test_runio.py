@@ -26,6 +26,7 @@ from safemeta_fast.runio import (
     run_lock,
     save_npz,
 )
+from tests.damage import corrupt_member
 
 _REQUIRED = {"regret": 1, "exact_cost": 2}
 
@@ -37,26 +38,6 @@ def _unit(path):
     return path
 
 
-def _corrupt_member(path, member, how="crc"):
-    """Damage one member's compressed data, the zip directory staying intact (the archive
-    still opens and lists its members): "crc" flips bytes mid-stream (a valid stream with
-    the wrong content: zipfile's CRC check), "inflate" makes the first deflate block header
-    invalid (zlib.error while decompressing)."""
-    with zipfile.ZipFile(path) as z:
-        info = z.getinfo(member)
-    raw = bytearray(path.read_bytes())
-    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
-    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
-    start = info.header_offset + 30 + name_len + extra_len
-    if how == "inflate":
-        raw[start] = 0xFF  # BTYPE = 11: reserved, "invalid block type"
-    else:
-        mid = start + info.compress_size // 2
-        for i in range(mid, mid + 64):
-            raw[i] ^= 0xA5
-    path.write_bytes(bytes(raw))
-
-
 @pytest.mark.parametrize("how", ["crc", "inflate"])
 @pytest.mark.parametrize("metadata_only", [False, True])
 def test_corrupted_compressed_array_is_an_unreadable_unit_not_a_finished_one(tmp_path,
@@ -65,7 +46,7 @@ def test_corrupted_compressed_array_is_an_unreadable_unit_not_a_finished_one(tmp
 
     path = _unit(tmp_path / "task0_seed0.npz")
     assert load_npz(path, required=_REQUIRED, metadata_only=metadata_only)[1]["result_hash"]
-    _corrupt_member(path, "exact_cost.npy", how)
+    corrupt_member(path, "exact_cost.npy", how)
     with np.load(path) as z, pytest.raises(zipfile.BadZipFile if how == "crc" else zlib.error):
         z["exact_cost"]  # what a plain reader hits
     with pytest.raises(RunFolderError, match="not a readable .npz"):

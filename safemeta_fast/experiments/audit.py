@@ -106,7 +106,8 @@ def format_audit(rows) -> str:
     out = ["| profile | runs | mean regret (10-90%) | runs with a violation | unsafe episodes | "
            "max exact cost | weight on candidates |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r.profile} | {r.runs} | {r.regret_mean / 1e3:.1f}K ({r.regret_q10 / 1e3:.1f}-"
-                   f"{r.regret_q90 / 1e3:.1f}K) | {r.runs_with_violation} | "
-                   f"{100 * r.unsafe_fraction:.2f} % | {r.max_cost:.3f} | {r.candidate_weight:.3f} |")
+        out.append(f"| {r.profile} | {r.runs} | {r.regret_mean / 1e3:.1f}K "
+                   f"({r.regret_q10 / 1e3:.1f}-{r.regret_q90 / 1e3:.1f}K) | "
+                   f"{r.runs_with_violation} | {100 * r.unsafe_fraction:.2f} % | "
+                   f"{r.max_cost:.3f} | {r.candidate_weight:.3f} |")
     return "\n".join(out)

@@ -388,7 +388,8 @@ def check_shift(out, *, shifts=(0, 1, 2, 3, 4), wide_std: float | None = 0.06,
                    "runs_with_violation_where_pi_s_feasible":
                        int(((runs["violations"] > 0) & m & ok_task).sum()),
                    "violating_task_noises": " ".join(
-                       f"{x:.4f}" for x in kept[np.unique(runs["task"][m & (runs["violations"] > 0)])])}
+                       f"{x:.4f}"
+                       for x in kept[np.unique(runs["task"][m & (runs["violations"] > 0)])])}
             if name == "certified":
                 ref_at = runs["refuted_at"][m]
                 hit = ref_at >= 0
@@ -487,8 +488,10 @@ def check_alpha_schedule(out, *, n_tasks: int = 20, n_seeds: int = 10, n_episode
                                  n_episodes, jobs, progress)
         rows.append({"profile": name, "tasks": len(tasks), "seeds": n_seeds,
                      **_rates(runs, n_episodes)})
-        per_task[name] = [runs["final_regret"][runs["task"] == i].mean() for i in range(len(tasks))], \
-            [float((runs["violations"][runs["task"] == i] > 0).mean()) for i in range(len(tasks))]
+        per_task[name] = (
+            [runs["final_regret"][runs["task"] == i].mean() for i in range(len(tasks))],
+            [float((runs["violations"][runs["task"] == i] > 0).mean())
+             for i in range(len(tasks))])
     plot_panels(noises, [
         {"ylabel": "mean final regret", "series": {n: v[0] for n, v in per_task.items()}},
         {"ylabel": "runs with a violation", "series": {n: v[1] for n, v in per_task.items()}},
@@ -540,7 +543,8 @@ def check_margin(out, *, ratios=(0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0), n_tasks
     """
     from ..adaptation import PAPER
 
-    cfg = {"ratios": [check_real(f"ratios[{i}]", r, 0.0, lo_open=True) for i, r in enumerate(ratios)],
+    cfg = {"ratios": [check_real(f"ratios[{i}]", r, 0.0, lo_open=True)
+                      for i, r in enumerate(ratios)],
            "n_tasks": check_int("n_tasks", n_tasks, 1), "n_seeds": check_int("n_seeds", n_seeds, 1),
            "n_episodes": check_int("n_episodes", n_episodes, 1), "seed": check_int("seed", seed, 0),
            **_train_config(train_eps, train_delta, n_reference, n_calibration)}
@@ -568,7 +572,8 @@ def check_margin(out, *, ratios=(0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0), n_tasks
         v0 = float(np.min(ps.v_s[int(np.argmax(ps.u))]) / G)  # v_lm of the first window
         gate = c["gate_offset"] + min(max(c["gate_const"] / v0 ** 2, c["gate_min"]), c["gate_max"])
         rows.append({"profile": "paper", "point": label, "eps": float(eps),
-                     "ratio": (8 * L + 18) * eps / xi, "precondition_margin": bool((8 * L + 18) * eps <= xi),
+                     "ratio": (8 * L + 18) * eps / xi,
+                     "precondition_margin": bool((8 * L + 18) * eps <= xi),
                      "precondition_v_s": bool(vs > (4 * L + 9) * eps),
                      "guarantee_vacuous": not ad.guarantee,
                      "episodes_before_first_update": float(gate),
@@ -700,14 +705,16 @@ def check_cover(out, *, n_heldout=(50, 10_000), eps: float = 0.005, delta: float
                      "std_error": math.sqrt(max(frac * (1 - frac), 1e-300) / n),
                      "paper_bound_1_minus_6delta": target, "meets_paper_bound": frac >= target,
                      "train_covered_fraction": cmeta["train_covered_fraction"],
-                     "distance_median": float(np.median(d)), "distance_q90": float(np.quantile(d, 0.9)),
+                     "distance_median": float(np.median(d)),
+                     "distance_q90": float(np.quantile(d, 0.9)),
                      "distance_max": float(d.max())})
         panels.append({"values": d, "xlabel": "model distance to the nearest cover task",
                        "title": f"{n} held-out tasks: {100 * frac:.1f} % within eps "
                                 f"(paper: >= {100 * target:.0f} %)",
                        "lines": {"eps (model)": eps_model}})
     plot_histograms(panels, path=rf.out / "cover_distance.png",
-                    title=f"Cover of {len(cover_tasks)} tasks (eps {eps:g} in noise, delta {delta:g})")
+                    title=f"Cover of {len(cover_tasks)} tasks (eps {eps:g} in noise, "
+                          f"delta {delta:g})")
     res = {"figures": ["cover_distance.png"], "n_cover": len(cover_tasks),
            "cover_params": arrays["cover_params"][:, 0].tolist(), **cmeta,
            "seconds": time.perf_counter() - t0, "parts_computed": rf.n_computed,

@@ -4,7 +4,7 @@ One folder holds one experiment:
 
 * ``config.json``: the experiment name and every parameter that affects results. A
   re-run with the same folder and different parameters is refused with
-  :class:`~safemeta_fast.experiments.paper.ConfigMismatchError` naming the keys;
+  :class:`~safemeta_fast.experiments.config.ConfigMismatchError` naming the keys;
 * ``parts/<key>.npz``: finished parts (arrays plus a JSON summary, written atomically by
   :func:`safemeta_fast.runio.save_npz`). :meth:`RunFolder.part` loads a finished part
   instead of recomputing it, so an interrupted run resumes where it stopped;
@@ -35,7 +35,7 @@ from ..runio import (
     save_npz,
     write_json,
 )
-from .paper import ConfigMismatchError
+from .config import ConfigMismatchError
 
 __all__ = ["RunFolder"]
 
