@@ -7,6 +7,8 @@ assumption) raises a subclass of :class:`SafeMetaError`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "SafeMetaError",
     "InfeasibleError",
@@ -17,6 +19,11 @@ __all__ = [
     "SafetyPreconditionWarning",
     "UncoveredUnsafeWarning",
     "ModelWarning",
+    "ArtifactError",
+    "RunFolderError",
+    "NpzReadError",
+    "ConfigMismatchError",
+    "WorkerError",
 ]
 
 
@@ -76,3 +83,40 @@ class UncoveredUnsafeWarning(UserWarning):
 
 class ModelWarning(UserWarning):
     """A converted model is valid but very likely not the model the user meant."""
+
+
+class ArtifactError(SafeMetaError):
+    """A saved artifact is missing, truncated, tampered with, or of another schema."""
+
+
+class RunFolderError(SafeMetaError):
+    """A run folder holds a file that is unreadable, incomplete, or from another configuration."""
+
+
+class NpzReadError(RunFolderError):
+    """:func:`read_npz` could not read a file as an ``.npz`` of this package.
+
+    Attributes
+    ----------
+    path : Path
+    reason : str
+        The message without the path.
+    damaged : bool
+        True when the file itself cannot be opened or decompressed (truncated, corrupt
+        compressed data, not a zip); False when it opens but its content is wrong (no
+        metadata, invalid JSON, checksum mismatch, a required array missing).
+    """
+
+    def __init__(self, path, reason: str, *, damaged: bool):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+        self.damaged = damaged
+
+
+class ConfigMismatchError(RunFolderError):
+    """The run folder holds results of a different configuration."""
+
+
+class WorkerError(SafeMetaError):
+    """A worker process died, or a job could not be handed to or returned by a worker."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SafeMetaError
+from .errors import ArtifactError
 from .runio import NpzReadError, npz_digest, read_npz, save_npz
 from .validation import check_stochastic, readonly
 
@@ -45,10 +45,6 @@ _CAL_PREFIX = "cal_"
 #: The arrays every policy set file holds (schema 1 checksums them in this order).
 ARRAY_NAMES = ("policies", "u", "v", "u_s", "v_s", "safe_policy", "cover_params",
                "cost_limit")
-
-
-class ArtifactError(SafeMetaError):
-    """A saved artifact is missing, truncated, tampered with, or of another schema."""
 
 
 @dataclass(frozen=True, eq=False)

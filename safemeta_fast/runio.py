@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SafeMetaError
+from .errors import NpzReadError, RunFolderError
 
 __all__ = [
     "RunFolderError",
@@ -90,31 +90,6 @@ TMP_SUFFIX = ".partial"
 LOCK_NAME = ".lock"
 #: Permissions of every file written here (owner read/write, others read), whatever the umask.
 FILE_MODE = 0o644
-
-
-class RunFolderError(SafeMetaError):
-    """A run folder holds a file that is unreadable, incomplete, or from another configuration."""
-
-
-class NpzReadError(RunFolderError):
-    """:func:`read_npz` could not read a file as an ``.npz`` of this package.
-
-    Attributes
-    ----------
-    path : Path
-    reason : str
-        The message without the path.
-    damaged : bool
-        True when the file itself cannot be opened or decompressed (truncated, corrupt
-        compressed data, not a zip); False when it opens but its content is wrong (no
-        metadata, invalid JSON, checksum mismatch, a required array missing).
-    """
-
-    def __init__(self, path, reason: str, *, damaged: bool):
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
-        self.damaged = damaged
 
 
 def _jsonable(obj):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..runio import RunFolderError
+from ..errors import ConfigMismatchError
 from ..validation import check_int, check_real
 
 __all__ = [
@@ -50,10 +50,6 @@ LB_BETA = 8.0
 
 #: Run-folder inputs a unit can read (:attr:`MethodSpec.inputs`).
 INPUT_NAMES = ("pi_s", "pi_lb", "policy_set")
-
-
-class ConfigMismatchError(RunFolderError):
-    """The run folder holds results of a different configuration."""
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,10 @@ import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_ready
 
-from ..errors import SafeMetaError
+from ..errors import WorkerError
 
 __all__ = ["Plan", "Timing", "WorkerError", "WorkerPool", "run_in_process", "run_pool",
            "run_ray"]
-
-
-class WorkerError(SafeMetaError):
-    """A worker process died, or a job could not be handed to or returned by a worker."""
 
 
 @dataclass(frozen=True)
