@@ -118,13 +118,15 @@ def check_stochastic(name: str, arr: np.ndarray) -> None:
 # scalars
 # ---------------------------------------------------------------------------
 
-def check_int(name: str, value, minimum: int | None = None) -> int:
-    """An integer (not a bool) ``>= minimum``."""
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (not a bool) ``>= minimum`` and ``<= maximum``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} is {v}; it must be >= {minimum}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} is {v}; it must be <= {maximum}")
     return v
 
 

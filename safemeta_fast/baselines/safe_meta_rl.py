@@ -27,7 +27,15 @@ from ..kernels.safe_meta_rl import (
 from ..kernels.trajectory import csr_cdf, policy_cdf
 from ..policy import as_policy
 from ..seeding import resolve_seed
-from ..validation import check_bool, check_cmdp, check_int, check_real, check_size, readonly
+from ..validation import (
+    check_bool,
+    check_choice,
+    check_cmdp,
+    check_int,
+    check_real,
+    check_size,
+    readonly,
+)
 from .common import BaselineLog, BlockAudit, regret_reference_of
 
 __all__ = ["safe_meta_rl", "safe_meta_rl_step", "SafeMetaRLStep", "DUAL_SAMPLING"]
@@ -39,13 +47,6 @@ DUAL_SAMPLING = ("resample", "exact")
 # ---------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------
-
-def _check_sampling(dual_sampling):
-    if not isinstance(dual_sampling, str) or dual_sampling not in DUAL_SAMPLING:
-        raise ValueError(f"dual_sampling is {dual_sampling!r}; expected one of "
-                         f"{', '.join(map(repr, DUAL_SAMPLING))}")
-    return dual_sampling
-
 
 def _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip):
     return dict(
@@ -176,7 +177,7 @@ def safe_meta_rl_step(M_test, pi, *, seed, step=0, n_trajectories=50, horizon=60
     n_traj = check_size("n_trajectories", n_trajectories, minimum=1, item_bytes=16 * horizon,
                         what=f"the (n_trajectories, horizon = {horizon}) trajectory buffers")
     consts = _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip)
-    exact = _check_sampling(dual_sampling) == "exact"
+    exact = check_choice("dual_sampling", dual_sampling, DUAL_SAMPLING) == "exact"
     run = _Stepper(M, n_traj, horizon, consts, exact, seed)
     new = run(pi, step)
     return SafeMetaRLStep(
@@ -308,7 +309,7 @@ def safe_meta_rl(M_test, pi_start, *, n_episodes=40_000, regret_reference=None, 
                         item_bytes=16 * horizon,
                         what=f"the (episodes_per_step, horizon = {horizon}) trajectory buffers")
     consts = _check_constants(lam, lam_c, dual_step, dual_iters, delta, log_clip)
-    exact = _check_sampling(dual_sampling) == "exact"
+    exact = check_choice("dual_sampling", dual_sampling, DUAL_SAMPLING) == "exact"
     stop_on_violation = check_bool("stop_on_violation", stop_on_violation)
     violation_tol = check_real("violation_tol", violation_tol, lo=0.0)
     progress = check_bool("progress", progress)

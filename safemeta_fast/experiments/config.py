@@ -141,14 +141,6 @@ METHODS = {
 }
 
 
-def _check_int(name, value, minimum, maximum=None):
-    """:func:`~safemeta_fast.validation.check_int` plus an optional upper bound."""
-    v = check_int(name, value, minimum)
-    if maximum is not None and v > maximum:
-        raise ValueError(f"{name} is {v}; it must be <= {maximum}")
-    return v
-
-
 @dataclass(frozen=True)
 class PaperConfig:
     """Parameters of the paper experiment.
@@ -206,14 +198,14 @@ class PaperConfig:
         object.__setattr__(self, "methods", methods)
         from ..envs import PAPER_TEST_NOISES
 
-        _check_int("n_tasks", self.n_tasks, 1, len(PAPER_TEST_NOISES))
-        _check_int("n_episodes", self.n_episodes, 1)
-        _check_int("n_seeds", self.n_seeds, 1)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_int("horizon", self.horizon, 1)
-        _check_int("train_seed", self.train_seed, 0, 2**63 - 1)
+        check_int("n_tasks", self.n_tasks, 1, len(PAPER_TEST_NOISES))
+        check_int("n_episodes", self.n_episodes, 1)
+        check_int("n_seeds", self.n_seeds, 1)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("horizon", self.horizon, 1)
+        check_int("train_seed", self.train_seed, 0, 2**63 - 1)
         if self.warmup is not None:
-            _check_int("warmup", self.warmup, 0, self.n_episodes)
+            check_int("warmup", self.warmup, 0, self.n_episodes)
         check_real("train_eps", self.train_eps, 0.0, lo_open=True)
         check_real("train_delta", self.train_delta, 0.0, 1.0, lo_open=True, hi_open=True)
 
@@ -281,9 +273,9 @@ def derive_seed(base_seed: int, method: str, task: int, seed_index: int) -> int:
     >>> derive_seed(0, "safe_pce", 0, 0) != derive_seed(0, "safe_pce", 1, 0)
     True
     """
-    _check_int("base_seed", base_seed, 0, 2**63 - 1)
-    _check_int("task", task, 0)
-    _check_int("seed_index", seed_index, 0)
+    check_int("base_seed", base_seed, 0, 2**63 - 1)
+    check_int("task", task, 0)
+    check_int("seed_index", seed_index, 0)
     if not isinstance(method, str):
         raise TypeError(f"method must be a str; got {type(method).__name__}")
     code = zlib.crc32(method.encode("utf-8"))
