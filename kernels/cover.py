@@ -17,7 +17,8 @@ Three front ends share the tree:
   transpose;
 - ``greedy_csr``: neighbour lists (``ptr``, ``idx``: j covers ``idx[ptr[j]:ptr[j+1]]``)
   and the transposed lists (the same arrays for a symmetric relation);
-- ``greedy_lazy``: the exact model distance (or a parameter closeness) without any stored neighbour list:
+- ``greedy_lazy``: the exact model distance (or a parameter closeness) without any stored
+  neighbour list:
   counts start at an upper bound (the pivot-0 window size) and are recomputed exactly
   only for the current top candidate (lazy greedy). Since counts only decrease, a
   freshly recomputed top candidate is the true greedy choice, so the result equals
@@ -69,7 +70,8 @@ def _tree_update(tree, size, cnt, i):
 
 
 @njit(cache=True)
-def _greedy_core(n, cnt, ptr, idx, tptr, tidx, dense, close, closeT, max_uncovered, chosen, covered):
+def _greedy_core(n, cnt, ptr, idx, tptr, tidx, dense, close, closeT, max_uncovered, chosen,
+                 covered):
     tree, size = _tree_build(cnt)
     covered[:] = False
     dirty = np.zeros(n, dtype=np.bool_)
@@ -138,7 +140,8 @@ def greedy_dense(close, closeT, max_uncovered, chosen, covered):
                 s += 1
         cnt[j] = s
     dummy = np.zeros(1, dtype=np.int64)
-    return _greedy_core(n, cnt, dummy, dummy, dummy, dummy, True, close, closeT, max_uncovered, chosen, covered)
+    return _greedy_core(n, cnt, dummy, dummy, dummy, dummy, True, close, closeT, max_uncovered,
+                        chosen, covered)
 
 
 @njit(cache=True)
@@ -151,7 +154,8 @@ def greedy_csr(n, ptr, idx, tptr, tidx, max_uncovered, chosen, covered):
     for j in range(n):
         cnt[j] = ptr[j + 1] - ptr[j]
     dummyT = np.zeros((1, 1), dtype=np.bool_)
-    return _greedy_core(n, cnt, ptr, idx, tptr, tidx, False, dummyT, dummyT, max_uncovered, chosen, covered)
+    return _greedy_core(n, cnt, ptr, idx, tptr, tidx, False, dummyT, dummyT, max_uncovered,
+                        chosen, covered)
 
 
 # ---------------------------------------------------------------------------

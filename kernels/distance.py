@@ -148,7 +148,8 @@ def pairwise_sparse(r, c, nu, group, lptr, goff, gnxt, base, prob, out):
 def distances_to(t, targets, r, c, nu, group, lptr, goff, gnxt, base, prob, bound, out):
     """out[k] = d(t, targets[k]) (early exit above ``bound``), parallel over targets."""
     for k in prange(targets.shape[0]):
-        out[k] = pair_distance_sparse(t, targets[k], r, c, nu, group, lptr, goff, gnxt, base, prob, bound)
+        out[k] = pair_distance_sparse(t, targets[k], r, c, nu, group, lptr, goff, gnxt, base, prob,
+                                      bound)
 
 
 @njit(parallel=True, cache=True)

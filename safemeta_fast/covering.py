@@ -51,7 +51,7 @@ from .distance import (
 from .kernels.cover import greedy_csr, greedy_dense, greedy_lazy
 from .seeding import resolve_seed
 from .tasks import TaskFamily
-from .validation import check_real, readonly
+from .validation import check_int, check_real, readonly
 
 __all__ = [
     "GreedyCover",
@@ -62,15 +62,6 @@ __all__ = [
     "stopping_value",
     "build_cover",
 ]
-
-
-def _check_delta(delta) -> float:
-    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer, np.floating)):
-        raise TypeError(f"delta must be a real number; got {type(delta).__name__}")
-    d = float(delta)
-    if not (0.0 < d < 1.0):
-        raise ValueError(f"delta is {d!r}; it must lie in (0, 1)")
-    return d
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +121,8 @@ def greedy_cover(closeness, *, max_uncovered: float = 0.0) -> GreedyCover:
     else:
         A = np.asarray(closeness)
         if A.dtype != np.bool_:
-            raise TypeError(f"closeness must be a boolean matrix or Neighbours; got dtype {A.dtype}")
+            raise TypeError(
+                f"closeness must be a boolean matrix or Neighbours; got dtype {A.dtype}")
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"closeness must have shape (N, N); got {A.shape}")
         n = A.shape[0]
@@ -143,14 +135,15 @@ def greedy_cover(closeness, *, max_uncovered: float = 0.0) -> GreedyCover:
 
 
 def initial_n(delta: float, n_rule: str = "paper") -> int:
-    """Initial number of tasks: ceil(ln(delta)^2/delta^2) ("paper") or int(ln(1/delta)/delta^2) ("authors").
+    """Initial number of tasks: ceil(ln(delta)^2/delta^2) ("paper") or int(ln(1/delta)/delta^2)
+    ("authors").
 
     Examples
     --------
     >>> initial_n(0.05), initial_n(0.05, "authors")
     (3590, 1198)
     """
-    d = _check_delta(delta)
+    d = check_real("delta", delta, 0.0, 1.0, lo_open=True, hi_open=True)
     if n_rule == "paper":
         return int(math.ceil(math.log(d) ** 2 / d ** 2))
     if n_rule == "authors":
@@ -305,18 +298,18 @@ def build_cover(family: TaskFamily, *, eps: float, delta: float, distance: str =
     if not isinstance(family, TaskFamily):
         raise TypeError(f"family must be a TaskFamily; got {type(family).__name__}")
     e = check_real("eps", eps, lo=0.0)
-    d = _check_delta(delta)
+    d = check_real("delta", delta, 0.0, 1.0, lo_open=True, hi_open=True)
     if distance not in ("model", "parameter"):
         raise ValueError(f"distance is {distance!r}; expected 'model' or 'parameter'")
     if distance == "parameter":
         if family.parameter_scale is None:
-            raise ValueError(f"{type(family).__name__} has no parameter closeness; use distance='model'")
+            raise ValueError(
+                f"{type(family).__name__} has no parameter closeness; use distance='model'")
         sc = np.asarray(family.parameter_scale, dtype=np.float64)
         if sc.shape != (family.dim,) or not np.all(np.isfinite(sc)) or (sc <= 0).any():
             raise ValueError(f"{type(family).__name__}.parameter_scale must be {family.dim} "
                              f"finite positive numbers; got {sc}")
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, (int, np.integer)) or max_rounds < 1:
-        raise ValueError(f"max_rounds is {max_rounds!r}; expected an integer >= 1")
+    max_rounds = check_int("max_rounds", max_rounds, 1)
     if isinstance(n_pivots, bool) or not isinstance(n_pivots, (int, np.integer)) or n_pivots < 1:
         raise ValueError(f"n_pivots is {n_pivots!r}; expected an integer >= 1")
     n0 = initial_n(d, n_rule)

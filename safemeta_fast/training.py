@@ -184,7 +184,8 @@ def train(
     if oracle == "primal_dual":
         opts.setdefault("beta", 0.1)
     if isinstance(safe_policy, str) and safe_policy != "robust":
-        raise ValueError(f"safe_policy is {safe_policy!r}; expected 'robust', a CMDP or an (S, A) array")
+        raise ValueError(
+            f"safe_policy is {safe_policy!r}; expected 'robust', a CMDP or an (S, A) array")
     used_seed = resolve_seed(seed)
     t_start = time.perf_counter()
 
@@ -241,7 +242,8 @@ def train(
                 xi_hat, worst = float(slack[i]), ("sampled", _label(family, params[i]))
         if (~covered).any():
             i = int(np.flatnonzero(~covered)[np.argmin(slack[~covered])])
-            outside = {"n_tasks": int((~covered).sum()), "n_unsafe": int((slack[~covered] <= 0).sum()),
+            outside = {"n_tasks": int((~covered).sum()),
+                       "n_unsafe": int((slack[~covered] <= 0).sum()),
                        "min_slack": float(slack[i]), "worst": _label(family, params[i])}
         n_verified += params.shape[0]
     if not xi_hat > 0:
@@ -252,22 +254,26 @@ def train(
     if outside["n_unsafe"]:
         warnings.warn(
             f"the safe policy violates a cost limit on {outside['n_unsafe']} of the "
-            f"{outside['n_tasks']} sampled tasks left outside the cover (worst: {outside['worst']}, "
+            f"{outside['n_tasks']} sampled tasks left outside the cover "
+            f"(worst: {outside['worst']}, "
             f"slack {outside['min_slack']:.4g}); the guarantee excludes that remainder "
             f"(at most 3*delta*N tasks), but a test task drawn there is not protected",
             UncoveredUnsafeWarning, stacklevel=2)
 
     gamma = cover_tasks[0].gamma
     L = lipschitz_constant(gamma)
-    xi_norm = normalised_margin(np.array([[xi_hat]]) if cover_tasks[0].n_constraints == 1
-                                else np.full((1, cover_tasks[0].n_constraints), xi_hat), cover_tasks)
+    K = cover_tasks[0].n_constraints
+    xi_norm = normalised_margin(np.array([[xi_hat]]) if K == 1 else np.full((1, K), xi_hat),
+                                cover_tasks)
     need = (8 * L + 18) * float(eps)
     holds = need <= xi_norm
     if not holds:
         warnings.warn(
-            f"the paper's precondition (8L+18) eps <= xi fails: (8*{L:.4g}+18)*{eps:g} = {need:.4g} "
+            f"the paper's precondition (8L+18) eps <= xi fails: "
+            f"(8*{L:.4g}+18)*{eps:g} = {need:.4g} "
             f"> normalised margin {xi_norm:.4g} (raw slack {xi_hat:.4g}); the test-time safety "
-            f"guarantee does not hold for this eps (it would need eps <= {xi_norm / (8 * L + 18):.3g})",
+            "guarantee does not hold for this eps "
+            f"(it would need eps <= {xi_norm / (8 * L + 18):.3g})",
             SafetyPreconditionWarning, stacklevel=2)
 
     rounds = [

@@ -233,7 +233,8 @@ def test_dimension_cover_grows_with_d(tmp_path):
         # the family's model distance equals its parameter distance (max |dcost|)
         from safemeta_fast.distance import distance
         a, b = fam.build(cover[0]), fam.build(np.clip(cover[0] + 0.1, 9.5, 10.5))
-        assert distance(a, b) == pytest.approx(np.max(np.abs(cover[0] - np.clip(cover[0] + 0.1, 9.5, 10.5))))
+        shifted = np.clip(cover[0] + 0.1, 9.5, 10.5)
+        assert distance(a, b) == pytest.approx(np.max(np.abs(cover[0] - shifted)))
         assert rows[d]["n_state_actions"] == 196 and rows[d]["xi_hat"] > 0
     again = run_experiment("dimension", out, dims=(1, 3), eps=0.3, delta=0.2, progress=False)
     assert again["parts_skipped"] == 2 and again["rows"] == res["rows"]

@@ -91,7 +91,8 @@ def test_lazy_cover_round_matches_twin(distance):
     D = pairwise_distance([fam.build(t) for t in th])  # equals the parameter distance here
     for eps in (0.02, 0.06, 0.15):
         for mu in (0.0, 12.0):
-            chosen, covered, ncov, status, n_exact, n_eval = _cover_round(fam, th, eps, mu, distance, 3)
+            chosen, covered, ncov, status, n_exact, n_eval = _cover_round(fam, th, eps, mu,
+                                                                          distance, 3)
             tw, tw_cov = greedy_twin(D <= eps, mu)
             assert chosen.tolist() == tw and ncov == tw_cov and status == 0
             # every covered task lies within eps of a chosen task, and only those
@@ -258,7 +259,8 @@ def test_build_cover_validation():
         build_cover(object(), eps=0.01, delta=0.1, progress=False)
     from safemeta_fast.envs.families import RandomCMDPFamily
     with pytest.raises(ValueError, match="no parameter closeness"):
-        build_cover(RandomCMDPFamily(3, 2), eps=0.01, delta=0.1, distance="parameter", progress=False)
+        build_cover(RandomCMDPFamily(3, 2), eps=0.01, delta=0.1, distance="parameter",
+                    progress=False)
 
 
 @pytest.mark.slow

@@ -97,7 +97,8 @@ def test_primal_dual_oracle_close_to_lp():
 
 
 def test_unsafe_user_policy_raises_with_worst_task():
-    with pytest.raises(SafetyAssumptionError, match=r"on the (cover|sampled) task \(noise=0\.\d+\).*slack is -"):
+    with pytest.raises(SafetyAssumptionError,
+                       match=r"on the (cover|sampled) task \(noise=0\.\d+\).*slack is -"):
         _small(safe_policy=np.full((49, 4), 0.25))
 
 

@@ -30,7 +30,8 @@ GRIDWORLD_DISTANCE_PER_NOISE = 0.75
 
 
 def paper_noise_distribution(mode: str = "truncate") -> TruncatedNormal:
-    """The paper's noise distribution N(0.3, 0.03) on [0, 0.5] (``mode="clip"``: the authors' code)."""
+    """The paper's noise distribution N(0.3, 0.03) on [0, 0.5] (``mode="clip"``: the authors'
+    code)."""
     return TruncatedNormal(0.3, 0.03, 0.0, 0.5, mode=mode)
 
 
@@ -68,7 +69,8 @@ class GridworldFamily(TaskFamily):
 
     param_names = ("noise",)
 
-    def __init__(self, distribution: ParameterDistribution | None = None, size: int = 7, **grid_kwargs):
+    def __init__(self, distribution: ParameterDistribution | None = None, size: int = 7,
+                 **grid_kwargs):
         self.distribution = _check_dist(distribution, 1, paper_noise_distribution())
         lo, hi = self.distribution.low[0], self.distribution.high[0]
         if lo < 0 or hi > 1:
@@ -113,7 +115,8 @@ class GridworldCostFamily(TaskFamily):
 
     param_names = ("noise", "cost")
 
-    def __init__(self, distribution: ParameterDistribution | None = None, size: int = 7, **grid_kwargs):
+    def __init__(self, distribution: ParameterDistribution | None = None, size: int = 7,
+                 **grid_kwargs):
         if "cost" in grid_kwargs:
             raise ValueError("cost is a parameter of this family; do not pass it in grid_kwargs")
         self.distribution = _check_dist(distribution, 2, Uniform([0.25, 9.5], [0.35, 10.5]))
@@ -159,10 +162,11 @@ class RandomCMDPFamily(TaskFamily):
 
     param_names = ("t_P", "t_r")
 
-    def __init__(self, n_states: int, n_actions: int, n_constraints: int = 1, *, radius: float = 0.1,
-                 base_seed: int = 0, gamma: float = 0.9,
+    def __init__(self, n_states: int, n_actions: int, n_constraints: int = 1, *,
+                 radius: float = 0.1, base_seed: int = 0, gamma: float = 0.9,
                  distribution: ParameterDistribution | None = None):
-        for name, v in (("n_states", n_states), ("n_actions", n_actions), ("n_constraints", n_constraints)):
+        for name, v in (("n_states", n_states), ("n_actions", n_actions),
+                        ("n_constraints", n_constraints)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"{name} is {v!r}; expected an integer >= 1")
         radius = float(radius)
@@ -171,7 +175,8 @@ class RandomCMDPFamily(TaskFamily):
         self.distribution = _check_dist(distribution, 2, Uniform([0.0, 0.0], [1.0, 1.0]))
         lo, hi = self.distribution.low, self.distribution.high
         if (lo < 0).any() or (hi > 1).any():
-            raise ValueError(f"parameter support {lo.tolist()}..{hi.tolist()} must lie inside [0, 1]^2")
+            raise ValueError(
+                f"parameter support {lo.tolist()}..{hi.tolist()} must lie inside [0, 1]^2")
         self.radius = radius
         self.base_seed = resolve_seed(base_seed)
         rng = np.random.default_rng(self.base_seed)
@@ -196,7 +201,8 @@ class RandomCMDPFamily(TaskFamily):
         w = self.radius * t[0]
         P = (1.0 - w) * self._P0 + w * self._P1
         P = P / P.sum(axis=2, keepdims=True)
-        return CMDP(P, self._r0 + self.radius * t[1] * self._dr, self._c, self._b, self.gamma, self._nu0)
+        return CMDP(P, self._r0 + self.radius * t[1] * self._dr, self._c, self._b, self.gamma,
+                    self._nu0)
 
     def __repr__(self) -> str:
         S, A = self._r0.shape
