@@ -189,6 +189,11 @@ class StateValues:
 # validation and solver choice
 # ---------------------------------------------------------------------------
 
+def _check_rtol(rtol) -> float:
+    """The relative tolerance of the iterative paths: a real number in (0, 1)."""
+    return check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
 def _expected_sweeps(gamma: float, rtol: float) -> int:
     return int(_k.gs_sweep_bound(gamma, reachable_rtol(gamma, rtol)))
 
@@ -348,7 +353,7 @@ def evaluate(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) -
     """
     M = check_cmdp(M)
     pi = as_policy(pi, M.n_states, M.n_actions)
-    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
+    rtol = _check_rtol(rtol)
     used = choose_method(M, method, rtol)
     if used == "sparse":
         vals = M.nu0 @ _values_matrix(M, pi, used, rtol)
@@ -391,7 +396,7 @@ def state_values(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTO
     """
     M = check_cmdp(M)
     pi = as_policy(pi, M.n_states, M.n_actions)
-    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
+    rtol = _check_rtol(rtol)
     used = choose_method(M, method, rtol)
     V = _values_matrix(M, pi, used, rtol)
     return StateValues(readonly(V[:, 0].copy()), readonly(V[:, 1:].copy()), used)
@@ -428,7 +433,7 @@ def occupancy(M: CMDP, pi, *, method: str = "auto", rtol: float = DEFAULT_RTOL) 
     """
     M = check_cmdp(M)
     pi = as_policy(pi, M.n_states, M.n_actions)
-    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
+    rtol = _check_rtol(rtol)
     used = choose_method(M, method, rtol)
     if used in ("dense", "span"):  # the adjoint system has no span stop: the dense LU
         used = "dense"
@@ -479,7 +484,7 @@ def evaluate_many(M: CMDP, policies, *, method: str = "auto",
     """
     M = check_cmdp(M)
     pis = as_policies(policies, M.n_states, M.n_actions)
-    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
+    rtol = _check_rtol(rtol)
     used = choose_method(M, method, rtol)
     if used == "sparse":
         if method == "sparse":
@@ -570,7 +575,7 @@ def evaluate_affine(model, thetas, policies, *, rtol: float = DEFAULT_RTOL) -> n
     """
     M = model.base
     pis = np.ascontiguousarray(as_policies(policies, M.n_states, M.n_actions))
-    rtol = check_real("rtol", rtol, 0.0, 1.0, lo_open=True, hi_open=True)
+    rtol = _check_rtol(rtol)
     th = np.ascontiguousarray(np.asarray(thetas, dtype=np.float64).reshape(-1, model.dim))
     used = choose_method(M, "auto", rtol)
     if used == "sparse":
